@@ -3,26 +3,38 @@
 Public names are imported here and listed in ``__all__``; see the README for a tour.
 """
 
+
 from .errors import (CorruptRecordError, DatasetExistsError, DatasetNotFoundError,
                      ImpactLoaderError, NotADatasetError, PrefetchError,
                      SchemaMismatchError, SourceError)
+from .lmdb_source import AsciiKeys, LMDBSource, write_lmdb
+from .pagecache import evict_page_cache, resident_bytes
 from .plan import BatchPlan
 from .records import decode, encode
 from .source import Source
+from .throttle import PROFILES, StorageProfile, ThrottledSource
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsciiKeys",
     "BatchPlan",
     "CorruptRecordError",
     "DatasetExistsError",
     "DatasetNotFoundError",
     "ImpactLoaderError",
+    "LMDBSource",
     "NotADatasetError",
+    "PROFILES",
     "PrefetchError",
     "SchemaMismatchError",
     "Source",
     "SourceError",
+    "StorageProfile",
+    "ThrottledSource",
     "decode",
     "encode",
+    "evict_page_cache",
+    "resident_bytes",
+    "write_lmdb",
 ]

@@ -80,7 +80,7 @@ def _normalise(name: str, value: Any) -> Tuple[str, np.dtype, Tuple[int, ...], A
                 f"field {name!r}: dtype {arr.dtype} is not storable; use one of "
                 "bool, (u)int8/16/32/64, float16/32/64"
             )
-        arr = np.ascontiguousarray(arr, dtype=dtype)
+        arr = arr.astype(dtype, order="C", copy=False)  # (ascontiguousarray drops 0-d)
         return "array", dtype, arr.shape, arr
     raise SchemaMismatchError(
         f"field {name!r}: {type(value).__name__} is not storable; values must be numpy "
