@@ -1,0 +1,434 @@
+"""ImportanceSampler: the public batch sampler that learns which samples matter.
+
+It wires the numpy algorithms of ``impact_loader.sampling`` (importance table, selection
+policies, epoch plans) to torch: tensors in ``update``/``weights``, the ``Sampler``
+protocol, torch.distributed. It yields one ``BatchPlan`` per batch.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from numbers import Integral
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+from .plan import TIER_H, TIER_L, BatchPlan
+from .sampling import distributed as _dist
+from .sampling.base import KIND_REFRESH, KIND_WARMUP, epoch_rng
+from .sampling.config import SamplingConfig
+from .sampling.planner import RankPlan
+from .sampling.registry import make_policy
+from .sampling.table import ImportanceTable
+
+__all__ = ["ImportanceSampler"]
+
+_STATE_VERSION = 1
+_STAT_KEYS = ("epochs_planned", "samples_selected", "samples_planned", "tier_h", "tier_l",
+              "warmup_epochs", "refreshes", "reevaluated", "updates", "losses_received",
+              "nonfinite", "syncs")
+
+
+class ImportanceSampler(Sampler):
+    """Batch sampler that plans each epoch from per-sample importance.
+
+    Use it as ``DataLoader(dataset, batch_sampler=sampler)``; report per-sample losses
+    with ``update(indices, losses)``. Each epoch's plan is a pure function of
+    ``(seed, epoch, importance table)``, frozen at the first ``__iter__``, ``__len__``,
+    ``weights`` or ``epoch_plan`` call of the epoch. ``__iter__`` yields a ``BatchPlan``
+    per batch (``indices``, ``tier``, ``epoch``, ``position`` filled), passed through
+    ``annotator`` if one is set.
+
+    Epochs: ``set_epoch(e)`` selects epoch ``e``; without it, an ``__iter__`` after a
+    complete pass moves on to the next epoch (a new ``__iter__`` after a partial pass
+    restarts the same epoch, as ``torch.utils.data`` samplers do).
+
+    Distributed: with torch.distributed initialised (or ``num_replicas``/``rank`` given)
+    every rank builds the same global plan and takes an equal share, padded like
+    ``DistributedSampler``. Reported losses are merged across ranks (all-gather) when the
+    epoch changes and every ``sync_every`` updates, so every table stays identical; these
+    calls (``set_epoch``, auto-advancing ``__iter__``, ``update``) are then collectives.
+    With explicit ``num_replicas`` but no process group, nothing is merged: feed every
+    rank the same updates, or plans will differ between ranks.
+
+    Args:
+        dataset: anything with ``len()``; its length is the number of samples N.
+        batch_size: samples per batch, >= 1.
+        policy: ``"impact"`` (default), ``"uniform"``, ``"importance"`` or ``"selective"``.
+        seed: seed of every epoch's random choices, int >= 0.
+        drop_last: drop each rank's final short batch.
+        num_replicas: ranks sharing an epoch (None: torch.distributed world size or 1).
+        rank: this rank (None: torch.distributed rank or 0).
+        config: a ``SamplingConfig``; ``config_overrides`` replace single fields of it.
+
+    Attributes:
+        annotator: optional callable ``BatchPlan -> object`` applied to each plan before
+            it is yielded (the cache layer's hook). Default None.
+        batches_yielded: batches yielded since construction (kept across ``state_dict``).
+        table: the ``ImportanceTable``.
+
+    Raises:
+        ValueError: a bad argument or option value (message names value, limit and fix);
+            an unknown ``policy`` (message lists the valid names).
+        TypeError: wrong argument types, unknown option names, or a dataset without len().
+    """
+
+    def __init__(self, dataset: Any, batch_size: int, policy: str = "impact", seed: int = 0,
+                 *, drop_last: bool = False, num_replicas: Optional[int] = None,
+                 rank: Optional[int] = None, config: Optional[SamplingConfig] = None,
+                 **config_overrides: Any) -> None:
+        try:
+            n = len(dataset)
+        except TypeError:
+            raise TypeError(f"dataset of type {type(dataset).__name__} has no len(); the "
+                            "sampler needs the number of samples") from None
+        if n < 1:
+            raise ValueError(f"dataset has {n} samples; the sampler needs at least 1")
+        _check_int("batch_size", batch_size, 1, "use e.g. 32")
+        _check_int("seed", seed, 0, "use any non-negative int, e.g. 0")
+        if not isinstance(drop_last, bool):
+            raise TypeError(f"drop_last={drop_last!r} must be True or False")
+        if config is None:
+            config = SamplingConfig()
+        elif not isinstance(config, SamplingConfig):
+            raise TypeError(f"config must be a SamplingConfig, got {type(config).__name__}")
+        self.config = config.replace(**config_overrides) if config_overrides else config
+        self.policy_name = policy
+        self._policy = make_policy(policy, self.config)
+        self.num_replicas, self.rank = _dist.resolve_world(num_replicas, rank)
+        self.num_samples = int(n)
+        self.batch_size = int(batch_size)
+        self.drop_last = drop_last
+        self.seed = int(seed)
+        self.table = ImportanceTable(n, ema_weight=self.config.ema_weight,
+                                     prior=self.config.prior, window=self.config.window)
+        self.annotator = None
+        self.batches_yielded = 0
+        self._epoch = 0
+        self._plan: Optional[RankPlan] = None
+        self._position = 0          # batches yielded in the current pass
+        self._completed = False     # the current epoch's pass ran to its end
+        self._resume: Optional[int] = None  # position restored by load_state_dict
+        self._pass = 0              # invalidates generators of superseded passes
+        self._pending: list = []    # (indices, losses) awaiting the cross-rank merge
+        self._calls_since_sync = 0
+        self._inflight: deque = deque()  # CUDA reports still being copied to the host
+        self._stats = dict.fromkeys(_STAT_KEYS, 0)
+
+    # ------------------------------------------------------------------ epochs
+    @property
+    def epoch(self) -> int:
+        """The current epoch."""
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select ``epoch``; merges pending distributed updates when the epoch changes.
+
+        Calling it with the current epoch keeps a position restored by
+        ``load_state_dict`` (so ``set_epoch`` after resuming is harmless) and otherwise
+        replays the epoch's plan from its start.
+
+        Raises:
+            ValueError: ``epoch`` < 0. TypeError: not an int.
+        """
+        _check_int("epoch", epoch, 0, "epochs count from 0")
+        if int(epoch) == self._epoch:
+            self._completed = False
+            return
+        self._sync()
+        self._start_epoch(int(epoch))
+
+    def _start_epoch(self, epoch: int) -> None:
+        self._epoch = epoch
+        self._plan = None
+        self._position = 0
+        self._completed = False
+        self._resume = None
+
+    def _ensure_plan(self) -> RankPlan:
+        if self._plan is None:
+            self._drain(block=True)
+            sel = self._policy.select(self.table, self._epoch, epoch_rng(self.seed, self._epoch))
+            self._plan = RankPlan(self._epoch, sel, num_replicas=self.num_replicas,
+                                  rank=self.rank, batch_size=self.batch_size,
+                                  drop_last=self.drop_last)
+            s = self._stats
+            s["epochs_planned"] += 1
+            s["samples_selected"] += int(sel.indices.size)
+            s["samples_planned"] += int(self._plan.indices.size)
+            s["tier_h"] += int(np.count_nonzero(sel.tier == TIER_H))
+            s["tier_l"] += int(np.count_nonzero(sel.tier == TIER_L))
+            s["warmup_epochs"] += int(sel.kind == KIND_WARMUP)
+            s["refreshes"] += int(sel.kind == KIND_REFRESH)
+            s["reevaluated"] += int(sel.reevaluated)
+        return self._plan
+
+    def epoch_plan(self) -> Tuple[np.ndarray, np.ndarray]:
+        """This rank's ``(indices int64, tier int8)`` for the current epoch, in order.
+
+        Exactly the concatenation of the batches ``__iter__`` yields for the epoch
+        (padding included, ``drop_last`` applied). Read-only views; do not modify.
+        """
+        plan = self._ensure_plan()
+        return plan.indices, plan.tier
+
+    def __len__(self) -> int:
+        """Number of batches of the current epoch on this rank."""
+        return self._ensure_plan().num_batches
+
+    def __iter__(self) -> Iterator[Any]:
+        # State changes happen here, not lazily in the generator, so an iterator that is
+        # created and dropped (StatefulDataLoader does this on restore) still counts.
+        if self._resume is not None:
+            start, self._resume = self._resume, None
+        else:
+            if self._completed:
+                self._sync()
+                self._start_epoch(self._epoch + 1)
+            start = 0
+        plan = self._ensure_plan()
+        self._position = start
+        self._completed = start >= plan.num_batches
+        self._pass += 1
+        return self._batches(plan, start, self._pass)
+
+    def _batches(self, plan: RankPlan, start: int, token: int) -> Iterator[Any]:
+        for b in range(start, plan.num_batches):
+            if token != self._pass:
+                return
+            idx, tier = plan.batch(b)
+            batch = BatchPlan(idx, tier=tier, epoch=plan.epoch, position=b)
+            self._position = b + 1
+            self._completed = self._position >= plan.num_batches
+            self.batches_yielded += 1
+            yield batch if self.annotator is None else self.annotator(batch)
+
+    # ------------------------------------------------------------------ losses
+    def update(self, indices: Any, losses: Any) -> None:
+        """Report per-sample losses of delivered samples.
+
+        Args:
+            indices: sample indices (torch tensor on any device, numpy array or list).
+            losses: one loss >= 0 per index (tensor on any device or numpy); detached.
+                CUDA tensors are copied into pinned memory without blocking and applied
+                at the next call (an error in them is then raised by that call).
+
+        Duplicate indices within one call are averaged. Losses are stamped with the
+        current epoch (their staleness clock).
+
+        Raises:
+            ValueError: lengths differ, a loss is negative, or NaN/inf losses while
+                ``nonfinite="raise"`` (the message names the sample indices).
+            IndexError: an index is outside [0, N). TypeError: non-integer indices.
+        """
+        self._drain(block=False)
+        if _on_cuda(indices) or _on_cuda(losses):
+            self._inflight.append(_start_host_copy(indices, losses))
+        else:
+            self._ingest(_as_numpy(indices), _as_numpy(losses))
+        self._calls_since_sync += 1
+        if self.config.sync_every and self._calls_since_sync >= self.config.sync_every:
+            self._sync()
+
+    def _ingest(self, indices: Any, losses: Any) -> None:
+        idx, loss, skipped = self.table.check(indices, losses,
+                                              nonfinite=self.config.nonfinite)
+        self._stats["updates"] += 1
+        self._stats["losses_received"] += int(idx.size)
+        self._stats["nonfinite"] += skipped
+        if _dist.group_size() > 1:
+            self._pending.append((idx.copy(), loss.copy()))
+        else:
+            self.table.apply(idx, loss, self._epoch)
+
+    def _drain(self, *, block: bool) -> None:
+        while self._inflight:
+            idx_host, loss_host, event = self._inflight[0]
+            if block:
+                event.synchronize()
+            elif not event.query():
+                return
+            self._inflight.popleft()
+            self._ingest(idx_host.numpy(), loss_host.numpy())
+
+    def _sync(self) -> None:
+        """Merge every rank's pending reports into every rank's table (a collective)."""
+        self._drain(block=True)
+        self._calls_since_sync = 0
+        if self._pending:
+            idx = np.concatenate([p[0] for p in self._pending])
+            loss = np.concatenate([p[1] for p in self._pending])
+        else:
+            idx, loss = np.zeros(0, np.int64), np.zeros(0, np.float64)
+        self._pending = []
+        if _dist.group_size() > 1:
+            idx, loss = _dist.all_gather_reports(idx, loss)
+            self._stats["syncs"] += 1
+        self.table.apply(idx, loss, self._epoch)
+
+    def weights(self, indices: Any) -> Any:
+        """Loss weights ``1 / (N p_i)`` that make the weighted mean loss unbiased.
+
+        All ones except under ``importance`` (the other policies select on purpose).
+
+        Args:
+            indices: sample indices of the current epoch (tensor or numpy).
+
+        Returns:
+            float32 tensor on the indices' device for a tensor, float64 numpy otherwise.
+
+        Raises:
+            IndexError: an index outside [0, N) (checked for CPU inputs).
+        """
+        plan = self._ensure_plan()
+        probs = plan.selection.probs
+        if isinstance(indices, torch.Tensor):
+            if indices.device.type == "cpu":
+                self.table.check(indices.detach().numpy(), np.zeros(indices.numel()))
+            if probs is None:
+                return torch.ones(indices.shape, dtype=torch.float32, device=indices.device)
+            w = plan.cache.get(indices.device)
+            if w is None:
+                w = torch.from_numpy(1.0 / (self.num_samples * probs)).to(
+                    device=indices.device, dtype=torch.float32)
+                plan.cache[indices.device] = w
+            return w[indices.detach().long()]
+        idx, _, _ = self.table.check(indices, np.zeros(np.size(indices)))
+        if probs is None:
+            return np.ones(idx.size)
+        return 1.0 / (self.num_samples * probs[idx])
+
+    # ------------------------------------------------------------------ state
+    def stats(self) -> Dict[str, int]:
+        """Counters: planning (per plan built), updates, tiers, refreshes, syncs.
+
+        ``samples_selected``/``tier_h``/``tier_l`` count the global plans,
+        ``samples_planned`` this rank's shares; ``nonfinite`` counts skipped losses.
+        """
+        self._drain(block=False)
+        out = dict(self._stats)
+        out.update(epoch=self._epoch, batches_yielded=self.batches_yielded,
+                   scored=self.table.num_scored, pending=sum(p[0].size for p in self._pending))
+        return out
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything needed to resume exactly, under named keys (arrays are copies).
+
+        Keys: ``version``, ``policy``, ``seed``, ``num_samples``, ``batch_size``,
+        ``drop_last``, ``num_replicas``, ``config``, ``epoch``, ``position`` (batches of
+        the epoch already yielded on this rank), ``completed``, ``batches_yielded``,
+        ``rng`` (the seed and how per-epoch generators derive from it: no generator
+        state is carried between epochs), ``table``, ``plan`` (the current epoch's global
+        plan, None if not built yet), ``pending`` (this rank's unmerged reports), ``stats``.
+        Costs O(N) memory per call (about 22 bytes per sample).
+        """
+        self._drain(block=True)
+        plan = None
+        if self._plan is not None:
+            sel = self._plan.selection
+            plan = {"epoch": self._plan.epoch, "indices": sel.indices.copy(),
+                    "tier": sel.tier.copy(), "kind": sel.kind, "reevaluated": sel.reevaluated,
+                    "probs": None if sel.probs is None else sel.probs.copy()}
+        pending = (np.concatenate([p[0] for p in self._pending]) if self._pending
+                   else np.zeros(0, np.int64),
+                   np.concatenate([p[1] for p in self._pending]) if self._pending
+                   else np.zeros(0, np.float64))
+        position = self._resume if self._resume is not None else self._position
+        return {"version": _STATE_VERSION, "policy": self.policy_name, "seed": self.seed,
+                "num_samples": self.num_samples, "batch_size": self.batch_size,
+                "drop_last": self.drop_last, "num_replicas": self.num_replicas,
+                "config": self.config.to_dict(), "epoch": self._epoch,
+                "position": int(position), "completed": bool(self._completed),
+                "batches_yielded": self.batches_yielded,
+                "rng": {"seed": self.seed, "scheme": "numpy PCG64(SeedSequence([seed, epoch, 0]))"},
+                "table": self.table.state_dict(), "plan": plan,
+                "pending": {"indices": pending[0], "losses": pending[1]},
+                "stats": dict(self._stats)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore a ``state_dict``; the next ``__iter__`` continues where it stopped.
+
+        Raises:
+            ValueError: the state was made for another data set size, policy, batch
+                size, ``drop_last`` or number of replicas (message names both values).
+        """
+        for key, mine in (("version", _STATE_VERSION), ("num_samples", self.num_samples),
+                          ("policy", self.policy_name), ("batch_size", self.batch_size),
+                          ("drop_last", self.drop_last),
+                          ("num_replicas", self.num_replicas)):
+            if state.get(key) != mine:
+                raise ValueError(f"state_dict has {key}={state.get(key)!r} but this sampler "
+                                 f"has {key}={mine!r}; construct the sampler with the same "
+                                 "settings as the one that saved the state")
+        self.table.load_state_dict(state["table"])
+        self.seed = int(state["seed"])
+        self._start_epoch(int(state["epoch"]))
+        saved = state["plan"]
+        if saved is not None and int(saved["epoch"]) == self._epoch:
+            from .sampling.base import Selection
+            sel = Selection(np.asarray(saved["indices"], np.int64),
+                            np.asarray(saved["tier"], np.int8),
+                            None if saved["probs"] is None else np.asarray(saved["probs"]),
+                            saved["kind"], int(saved["reevaluated"]))
+            self._plan = RankPlan(self._epoch, sel, num_replicas=self.num_replicas,
+                                  rank=self.rank, batch_size=self.batch_size,
+                                  drop_last=self.drop_last)
+        self._completed = bool(state["completed"])
+        self._position = int(state["position"])
+        self._resume = None if self._completed else self._position
+        pend = state["pending"]
+        self._pending = ([(np.asarray(pend["indices"], np.int64),
+                           np.asarray(pend["losses"], np.float64))]
+                         if len(pend["indices"]) else [])
+        self._inflight.clear()
+        self.batches_yielded = int(state["batches_yielded"])
+        self._stats = dict.fromkeys(_STAT_KEYS, 0)
+        self._stats.update({k: int(v) for k, v in state["stats"].items() if k in _STAT_KEYS})
+
+
+def _check_int(name: str, value: Any, low: int, fix: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name}={value!r} must be an int; {fix}")
+    if value < low:
+        raise ValueError(f"{name}={value!r} must be >= {low}; {fix}")
+
+
+def _on_cuda(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and x.device.type == "cuda"
+
+
+def _as_numpy(x: Any) -> Any:
+    """A CPU numpy view of a tensor (detached; half precision widened); others as is."""
+    if not isinstance(x, torch.Tensor):
+        return x
+    x = x.detach()
+    if x.device.type != "cpu":
+        x = x.cpu()
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    return x.numpy()
+
+
+def _start_host_copy(indices: Any, losses: Any) -> tuple:
+    """Queue device-to-host copies into pinned buffers and record an event after them.
+
+    The training step is not blocked: the copies run on the current stream and the
+    values are read once the event has completed. torch caches pinned host blocks, so
+    the small allocations are cheap after the first steps.
+    """
+    out = []
+    for x in (indices, losses):
+        t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+        t = t.detach()
+        if t.dtype in (torch.float16, torch.bfloat16):
+            t = t.float()
+        if t.device.type == "cuda":
+            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            host.copy_(t, non_blocking=True)
+            t = host
+        out.append(t)
+    event = torch.cuda.Event()
+    event.record()
+    return out[0], out[1], event

@@ -1,0 +1,222 @@
+"""ImportanceTable: per-sample importance as a few flat numpy arrays (O(N), no objects).
+
+For N samples it holds the running score (EMA of reported losses, float64), whether each
+sample was ever scored (bool), the epoch it was last scored (int32, -1 = never: its
+staleness) and a ring buffer of the most recent reported losses (``selective`` ranks
+against it). About 13 bytes per sample.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+__all__ = ["ImportanceTable"]
+
+
+class ImportanceTable:
+    """Importance scores of ``n`` samples.
+
+    ``update`` validates and applies; ``check`` and ``apply`` are the two halves, so a
+    distributed sampler can validate locally and apply the merged updates of every rank.
+
+    Duplicate rule: when one call names a sample several times, its losses are averaged
+    and the EMA takes one step with the mean (order-independent, hence deterministic).
+
+    Args:
+        n: number of samples, >= 1.
+        ema_weight: weight of the newest loss, in (0, 1] (see ``SamplingConfig``).
+        prior: score of never-scored samples; None = mean of the scored ones (1.0 if none).
+        window: length of the recent-loss ring buffer, >= 1.
+
+    Raises:
+        ValueError: ``n`` < 1 or ``window`` < 1.
+    """
+
+    def __init__(self, n: int, *, ema_weight: float = 0.5, prior: Optional[float] = None,
+                 window: int = 1024) -> None:
+        if int(n) < 1:
+            raise ValueError(f"an importance table needs n >= 1 samples, got n={n}")
+        if int(window) < 1:
+            raise ValueError(f"window={window} must be >= 1")
+        self.n = int(n)
+        self.ema_weight = float(ema_weight)
+        self.prior = prior
+        self.score = np.zeros(self.n, dtype=np.float64)
+        self.scored = np.zeros(self.n, dtype=bool)
+        self.last_epoch = np.full(self.n, -1, dtype=np.int32)
+        self._window = np.zeros(int(window), dtype=np.float64)
+        self._wpos = 0
+        self._wfill = 0
+
+    # ------------------------------------------------------------------ updates
+    def check(self, indices: Any, losses: Any, *, nonfinite: str = "raise"
+              ) -> Tuple[np.ndarray, np.ndarray, int]:
+        """Validate one report of per-sample losses.
+
+        Args:
+            indices: integer sample indices (any shape; flattened), each in [0, n).
+            losses: one loss per index (real numbers >= 0; flattened).
+            nonfinite: ``"raise"`` or ``"skip"`` for NaN / infinite losses.
+
+        Returns:
+            ``(indices int64, losses float64, skipped)``; arrays may be views of the input.
+
+        Raises:
+            TypeError: indices are not integers or losses not real numbers.
+            ValueError: lengths differ, a loss is negative, or a loss is NaN/inf while
+                ``nonfinite="raise"``; the message names the offending indices.
+            IndexError: an index is out of range; the message names it.
+        """
+        idx = np.asarray(indices).reshape(-1)
+        loss = np.asarray(losses).reshape(-1)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"indices must be integers, got dtype {idx.dtype}; pass the "
+                            "int64 sample indices the loader delivered with the batch")
+        if loss.dtype.kind not in "fiu":
+            raise TypeError(f"losses must be real numbers, got dtype {loss.dtype}")
+        if idx.size != loss.size:
+            raise ValueError(
+                f"got {loss.size} losses for {idx.size} indices; pass one loss per sample "
+                "(e.g. cross_entropy(..., reduction='none')), not the batch mean")
+        if idx.size == 0:
+            return idx.astype(np.int64), loss.astype(np.float64), 0
+        lo, hi = idx.min(), idx.max()
+        if lo < 0 or hi >= self.n:
+            bad = idx[(idx < 0) | (idx >= self.n)]
+            raise IndexError(f"sample indices {_few(bad)} are out of range [0, {self.n}); "
+                             "report the indices the loader delivered")
+        idx = idx.astype(np.int64, copy=False)
+        loss = loss.astype(np.float64, copy=False)
+        skipped = 0
+        finite = np.isfinite(loss)
+        if not finite.all():
+            if nonfinite != "skip":
+                raise ValueError(
+                    f"non-finite losses {_few(loss[~finite])} for sample indices "
+                    f"{_few(idx[~finite])}; fix the loss, or pass nonfinite='skip' to drop "
+                    "such losses (they are counted in stats()['nonfinite'])")
+            skipped = int((~finite).sum())
+            idx, loss = idx[finite], loss[finite]
+        if loss.size and loss.min() < 0:
+            bad = loss < 0
+            raise ValueError(
+                f"losses must be >= 0 (importance is proportional to the loss), got "
+                f"{_few(loss[bad])} for sample indices {_few(idx[bad])}; report a "
+                "non-negative per-sample loss")
+        return idx, loss, skipped
+
+    def apply(self, indices: np.ndarray, losses: np.ndarray, epoch: int) -> None:
+        """Apply already validated losses (see ``check``) scored in ``epoch``."""
+        if indices.size == 0:
+            return
+        self._push_window(losses)
+        if indices.size > 1:
+            order = np.sort(indices)
+            if (order[1:] == order[:-1]).any():
+                indices, inv = np.unique(indices, return_inverse=True)
+                losses = (np.bincount(inv, weights=losses, minlength=indices.size)
+                          / np.bincount(inv, minlength=indices.size))
+        seen = self.scored[indices]
+        old = self.score[indices]
+        self.score[indices] = np.where(seen, old + self.ema_weight * (losses - old), losses)
+        self.scored[indices] = True
+        self.last_epoch[indices] = epoch
+
+    def update(self, indices: Any, losses: Any, *, epoch: int,
+               nonfinite: str = "raise") -> int:
+        """Validate and apply one report; returns how many non-finite losses were skipped.
+
+        Raises:
+            TypeError, ValueError, IndexError: see ``check``.
+        """
+        idx, loss, skipped = self.check(indices, losses, nonfinite=nonfinite)
+        self.apply(idx, loss, epoch)
+        return skipped
+
+    def _push_window(self, losses: np.ndarray) -> None:
+        w = self._window.size
+        k = losses.size
+        if k >= w:
+            self._window[:] = losses[k - w:]
+            self._wpos, self._wfill = 0, w
+            return
+        end = self._wpos + k
+        if end <= w:
+            self._window[self._wpos:end] = losses
+        else:
+            cut = w - self._wpos
+            self._window[self._wpos:] = losses[:cut]
+            self._window[:k - cut] = losses[cut:]
+        self._wpos = end % w
+        self._wfill = min(w, self._wfill + k)
+
+    # ------------------------------------------------------------------ queries
+    def prior_value(self) -> float:
+        """Score used for never-scored samples (configured, or mean of scored ones)."""
+        if self.prior is not None:
+            return float(self.prior)
+        if not self.scored.any():
+            return 1.0
+        return float(self.score[self.scored].mean())
+
+    def importance(self) -> np.ndarray:
+        """Score of every sample (float64, length n), the prior where never scored."""
+        return np.where(self.scored, self.score, self.prior_value())
+
+    def staleness(self, epoch: int) -> np.ndarray:
+        """Epochs since each sample was last scored (``epoch + 1`` if never), int64."""
+        return int(epoch) - self.last_epoch.astype(np.int64)
+
+    def ranks(self) -> np.ndarray:
+        """Rank of each sample by importance, 0 = least important (ties by index)."""
+        order = np.argsort(self.importance(), kind="stable")
+        ranks = np.empty(self.n, dtype=np.int64)
+        ranks[order] = np.arange(self.n)
+        return ranks
+
+    def percentiles(self) -> np.ndarray:
+        """Importance percentile of each sample in [0, 1] (1 = most important)."""
+        return self.ranks() / max(self.n - 1, 1)
+
+    def recent_losses(self) -> np.ndarray:
+        """Copy of the most recent reported losses (up to ``window`` of them)."""
+        return self._window[:self._wfill].copy()
+
+    @property
+    def num_scored(self) -> int:
+        """Number of samples scored at least once."""
+        return int(np.count_nonzero(self.scored))
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> Dict[str, Any]:
+        """Copy of the table's state under named keys."""
+        return {"n": self.n, "score": self.score.copy(), "scored": self.scored.copy(),
+                "last_epoch": self.last_epoch.copy(), "window": self._window.copy(),
+                "window_pos": self._wpos, "window_fill": self._wfill}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore a ``state_dict``.
+
+        Raises:
+            ValueError: the state describes a different number of samples or window.
+        """
+        if int(state["n"]) != self.n:
+            raise ValueError(f"state_dict describes {state['n']} samples but this table has "
+                             f"{self.n}; load it into a sampler over the same data set")
+        if len(state["window"]) != self._window.size:
+            raise ValueError(f"state_dict has a loss window of {len(state['window'])}, this "
+                             f"table {self._window.size}; use the same window= setting")
+        self.score = np.array(state["score"], dtype=np.float64)
+        self.scored = np.array(state["scored"], dtype=bool)
+        self.last_epoch = np.array(state["last_epoch"], dtype=np.int32)
+        self._window = np.array(state["window"], dtype=np.float64)
+        self._wpos = int(state["window_pos"])
+        self._wfill = int(state["window_fill"])
+
+
+def _few(values: np.ndarray, limit: int = 8) -> str:
+    shown = ", ".join(str(v) for v in values[:limit].tolist())
+    more = f", ... ({values.size} in all)" if values.size > limit else ""
+    return f"[{shown}{more}]"
