@@ -5,12 +5,8 @@ key (so neighbouring indices are neighbours in the B-tree and on disk), the valu
 record (:mod:`impact_loader.records`), plus one metadata entry ``__impact_meta__`` (JSON:
 format, version, length, schema) that sorts after every sample key.
 
-Process safety: an LMDB environment must never be used across ``fork``, and py-lmdb
-refuses to open the same file twice in one process (it even remembers environments a
-forked child inherited). Sources therefore open lazily, once per process, through a
-registry keyed by the real path and shared by every source on that path; in a forked
-child the inherited environments are closed first (harmless with ``lock=False``:
-closing only unmaps the child's copy) and reopened on first use.
+Process safety: sources open their environment lazily, once per process, through the
+registry in :mod:`impact_loader._lmdb_env`.
 """
 
 from __future__ import annotations
@@ -19,15 +15,14 @@ import json
 import os
 import shutil
 import struct
-import threading
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import lmdb
 
 from . import records
+from ._lmdb_env import acquire_env, release_env
 from ._writing import SchemaChecker, finish_dataset, prepare_target, progress_bar
-from .errors import (CorruptRecordError, DatasetNotFoundError, NotADatasetError,
-                     SourceError)
+from .errors import CorruptRecordError, DatasetNotFoundError, NotADatasetError
 from .source import check_indices
 
 __all__ = ["write_lmdb", "LMDBSource", "index_key", "AsciiKeys", "META_KEY"]
@@ -61,72 +56,6 @@ class AsciiKeys:
 
     def __repr__(self) -> str:
         return f"AsciiKeys(width={self.width}, prefix={self.prefix!r})"
-
-
-# ---- one environment per path per process ----------------------------------------
-_registry: Dict[str, list] = {}  # realpath -> [env, users]
-_registry_lock = threading.Lock()
-
-
-def _forget_inherited_envs() -> None:
-    for env, _ in _registry.values():
-        try:
-            env.close()
-        except lmdb.Error:
-            pass
-    _registry.clear()
-
-
-os.register_at_fork(after_in_child=_forget_inherited_envs)
-
-
-def _acquire_env(path: str, subdir: bool, max_readers: int) -> "lmdb.Environment":
-    with _registry_lock:
-        entry = _registry.get(path)
-        if entry is None:
-            try:
-                env = lmdb.open(path, subdir=subdir, readonly=True, lock=False,
-                                readahead=False, meminit=False, max_readers=max_readers,
-                                max_dbs=0)
-            except lmdb.InvalidError:
-                raise NotADatasetError(
-                    f"{path!r} is not an LMDB environment (bad header); point LMDBSource "
-                    "at a directory holding data.mdb or at an .mdb/.lmdb file") from None
-            except lmdb.Error as exc:
-                if "already open" in str(exc):
-                    raise SourceError(
-                        f"{path!r} is already open in this process through another LMDB "
-                        "handle; close that handle, or read through this LMDBSource "
-                        "only") from None
-                raise SourceError(f"cannot open LMDB {path!r}: {exc}") from None
-            _check_not_truncated(env, path, subdir)
-            entry = _registry[path] = [env, 0]
-        entry[1] += 1
-        return entry[0]
-
-
-def _check_not_truncated(env: "lmdb.Environment", path: str, subdir: bool) -> None:
-    # Reading a page past the end of a memory-mapped file kills the process with
-    # SIGBUS, so a file shorter than the pages its meta page claims is refused up front.
-    data = os.path.join(path, "data.mdb") if subdir else path
-    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-    have = os.path.getsize(data)
-    if have < need:
-        env.close()
-        raise CorruptRecordError(
-            f"LMDB {data!r} is truncated: {have} bytes on disk, its meta page needs "
-            f"{need}; restore or rewrite the dataset")
-
-
-def _release_env(path: str) -> None:
-    with _registry_lock:
-        entry = _registry.get(path)
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1] <= 0:
-            entry[0].close()
-            del _registry[path]
 
 
 def _resolve(path: str) -> tuple:
@@ -192,14 +121,14 @@ class LMDBSource:
     def _environment(self) -> "lmdb.Environment":
         pid = os.getpid()
         if self._env is None or self._pid != pid:
-            self._env = _acquire_env(self._real, self._subdir, self.max_readers)
+            self._env = acquire_env(self._real, self._subdir, self.max_readers)
             self._pid = pid
         return self._env
 
     def close(self) -> None:
         """Release this source's handle on the environment in this process."""
         if self._env is not None and self._pid == os.getpid():
-            _release_env(self._real)
+            release_env(self._real)
         self._env = None
 
     def __del__(self) -> None:
