@@ -15,20 +15,21 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from .plan import TIER_H, TIER_L, BatchPlan
+from .plan import BatchPlan
 from .sampling import distributed as _dist
-from .sampling.base import KIND_REFRESH, KIND_WARMUP, epoch_rng
+from .sampling.base import epoch_rng
 from .sampling.config import SamplingConfig
+from .sampling.cursor import EpochCursor
 from .sampling.planner import RankPlan
 from .sampling.registry import make_policy
+from .sampling.reports import ReportRouter
+from .sampling.state import check_compatible, selection_from_state, selection_state
+from .sampling.stats import SamplerStats
 from .sampling.table import ImportanceTable
 
 __all__ = ["ImportanceSampler"]
 
 _STATE_VERSION = 1
-_STAT_KEYS = ("epochs_planned", "samples_selected", "samples_planned", "tier_h", "tier_l",
-              "warmup_epochs", "refreshes", "reevaluated", "updates", "losses_received",
-              "nonfinite", "syncs")
 
 
 class ImportanceSampler(Sampler):
@@ -106,22 +107,17 @@ class ImportanceSampler(Sampler):
                                      prior=self.config.prior, window=self.config.window)
         self.annotator = None
         self.batches_yielded = 0
-        self._epoch = 0
+        self._cursor = EpochCursor()
         self._plan: Optional[RankPlan] = None
-        self._position = 0          # batches yielded in the current pass
-        self._completed = False     # the current epoch's pass ran to its end
-        self._resume: Optional[int] = None  # position restored by load_state_dict
-        self._pass = 0              # invalidates generators of superseded passes
-        self._pending: list = []    # (indices, losses) awaiting the cross-rank merge
-        self._calls_since_sync = 0
         self._inflight: deque = deque()  # CUDA reports still being copied to the host
-        self._stats = dict.fromkeys(_STAT_KEYS, 0)
+        self._stats = SamplerStats()
+        self._reports = ReportRouter(self.table, self._stats, self.config.nonfinite)
 
     # ------------------------------------------------------------------ epochs
     @property
     def epoch(self) -> int:
         """The current epoch."""
-        return self._epoch
+        return self._cursor.epoch
 
     def set_epoch(self, epoch: int) -> None:
         """Select ``epoch``; merges pending distributed updates when the epoch changes.
@@ -134,36 +130,22 @@ class ImportanceSampler(Sampler):
             ValueError: ``epoch`` < 0. TypeError: not an int.
         """
         _check_int("epoch", epoch, 0, "epochs count from 0")
-        if int(epoch) == self._epoch:
-            self._completed = False
-            return
-        self._sync()
-        self._start_epoch(int(epoch))
-
-    def _start_epoch(self, epoch: int) -> None:
-        self._epoch = epoch
-        self._plan = None
-        self._position = 0
-        self._completed = False
-        self._resume = None
+        if int(epoch) != self._cursor.epoch:
+            self._sync()
+        self._cursor.select(int(epoch))
 
     def _ensure_plan(self) -> RankPlan:
-        if self._plan is None:
+        epoch = self._cursor.epoch
+        if self._plan is None or self._plan.epoch != epoch:
             self._drain(block=True)
-            sel = self._policy.select(self.table, self._epoch, epoch_rng(self.seed, self._epoch))
-            self._plan = RankPlan(self._epoch, sel, num_replicas=self.num_replicas,
-                                  rank=self.rank, batch_size=self.batch_size,
-                                  drop_last=self.drop_last)
-            s = self._stats
-            s["epochs_planned"] += 1
-            s["samples_selected"] += int(sel.indices.size)
-            s["samples_planned"] += int(self._plan.indices.size)
-            s["tier_h"] += int(np.count_nonzero(sel.tier == TIER_H))
-            s["tier_l"] += int(np.count_nonzero(sel.tier == TIER_L))
-            s["warmup_epochs"] += int(sel.kind == KIND_WARMUP)
-            s["refreshes"] += int(sel.kind == KIND_REFRESH)
-            s["reevaluated"] += int(sel.reevaluated)
+            sel = self._policy.select(self.table, epoch, epoch_rng(self.seed, epoch))
+            self._plan = self._rank_plan(epoch, sel)
+            self._stats.record_plan(sel, self._plan.indices.size)
         return self._plan
+
+    def _rank_plan(self, epoch: int, selection) -> RankPlan:
+        return RankPlan(epoch, selection, num_replicas=self.num_replicas, rank=self.rank,
+                        batch_size=self.batch_size, drop_last=self.drop_last)
 
     def epoch_plan(self) -> Tuple[np.ndarray, np.ndarray]:
         """This rank's ``(indices int64, tier int8)`` for the current epoch, in order.
@@ -181,27 +163,19 @@ class ImportanceSampler(Sampler):
     def __iter__(self) -> Iterator[Any]:
         # State changes happen here, not lazily in the generator, so an iterator that is
         # created and dropped (StatefulDataLoader does this on restore) still counts.
-        if self._resume is not None:
-            start, self._resume = self._resume, None
-        else:
-            if self._completed:
-                self._sync()
-                self._start_epoch(self._epoch + 1)
-            start = 0
+        if self._cursor.needs_advance:
+            self._sync()
+            self._cursor.start(self._cursor.epoch + 1)
         plan = self._ensure_plan()
-        self._position = start
-        self._completed = start >= plan.num_batches
-        self._pass += 1
-        return self._batches(plan, start, self._pass)
+        start, token = self._cursor.begin(plan.num_batches)
+        return self._batches(plan, start, token)
 
     def _batches(self, plan: RankPlan, start: int, token: int) -> Iterator[Any]:
         for b in range(start, plan.num_batches):
-            if token != self._pass:
-                return
+            if not self._cursor.step(token, b, plan.num_batches):
+                return  # a newer pass took over
             idx, tier = plan.batch(b)
             batch = BatchPlan(idx, tier=tier, epoch=plan.epoch, position=b)
-            self._position = b + 1
-            self._completed = self._position >= plan.num_batches
             self.batches_yielded += 1
             yield batch if self.annotator is None else self.annotator(batch)
 
@@ -228,20 +202,14 @@ class ImportanceSampler(Sampler):
             self._inflight.append(_start_host_copy(indices, losses))
         else:
             self._ingest(_as_numpy(indices), _as_numpy(losses))
-        self._calls_since_sync += 1
-        if self.config.sync_every and self._calls_since_sync >= self.config.sync_every:
+        self._reports.calls_since_merge += 1
+        every = self.config.sync_every
+        if every and self._reports.calls_since_merge >= every:
             self._sync()
 
     def _ingest(self, indices: Any, losses: Any) -> None:
-        idx, loss, skipped = self.table.check(indices, losses,
-                                              nonfinite=self.config.nonfinite)
-        self._stats["updates"] += 1
-        self._stats["losses_received"] += int(idx.size)
-        self._stats["nonfinite"] += skipped
-        if _dist.group_size() > 1:
-            self._pending.append((idx.copy(), loss.copy()))
-        else:
-            self.table.apply(idx, loss, self._epoch)
+        self._reports.report(indices, losses, epoch=self._cursor.epoch,
+                             hold=_dist.group_size() > 1)
 
     def _drain(self, *, block: bool) -> None:
         while self._inflight:
@@ -256,17 +224,8 @@ class ImportanceSampler(Sampler):
     def _sync(self) -> None:
         """Merge every rank's pending reports into every rank's table (a collective)."""
         self._drain(block=True)
-        self._calls_since_sync = 0
-        if self._pending:
-            idx = np.concatenate([p[0] for p in self._pending])
-            loss = np.concatenate([p[1] for p in self._pending])
-        else:
-            idx, loss = np.zeros(0, np.int64), np.zeros(0, np.float64)
-        self._pending = []
-        if _dist.group_size() > 1:
-            idx, loss = _dist.all_gather_reports(idx, loss)
-            self._stats["syncs"] += 1
-        self.table.apply(idx, loss, self._epoch)
+        gather = _dist.all_gather_reports if _dist.group_size() > 1 else None
+        self._reports.merge(epoch=self._cursor.epoch, gather=gather)
 
     def weights(self, indices: Any) -> Any:
         """Loss weights ``1 / (N p_i)`` that make the weighted mean loss unbiased.
@@ -308,9 +267,9 @@ class ImportanceSampler(Sampler):
         ``samples_planned`` this rank's shares; ``nonfinite`` counts skipped losses.
         """
         self._drain(block=False)
-        out = dict(self._stats)
-        out.update(epoch=self._epoch, batches_yielded=self.batches_yielded,
-                   scored=self.table.num_scored, pending=sum(p[0].size for p in self._pending))
+        out = self._stats.state_dict()
+        out.update(epoch=self._cursor.epoch, batches_yielded=self.batches_yielded,
+                   scored=self.table.num_scored, pending=self._reports.num_held)
         return out
 
     def state_dict(self) -> Dict[str, Any]:
@@ -325,27 +284,20 @@ class ImportanceSampler(Sampler):
         Costs O(N) memory per call (about 22 bytes per sample).
         """
         self._drain(block=True)
-        plan = None
-        if self._plan is not None:
-            sel = self._plan.selection
-            plan = {"epoch": self._plan.epoch, "indices": sel.indices.copy(),
-                    "tier": sel.tier.copy(), "kind": sel.kind, "reevaluated": sel.reevaluated,
-                    "probs": None if sel.probs is None else sel.probs.copy()}
-        pending = (np.concatenate([p[0] for p in self._pending]) if self._pending
-                   else np.zeros(0, np.int64),
-                   np.concatenate([p[1] for p in self._pending]) if self._pending
-                   else np.zeros(0, np.float64))
-        position = self._resume if self._resume is not None else self._position
+        cur = self._cursor
+        plan = None if self._plan is None else selection_state(self._plan.selection,
+                                                               self._plan.epoch)
+        pending = self._reports.held()
         return {"version": _STATE_VERSION, "policy": self.policy_name, "seed": self.seed,
                 "num_samples": self.num_samples, "batch_size": self.batch_size,
                 "drop_last": self.drop_last, "num_replicas": self.num_replicas,
-                "config": self.config.to_dict(), "epoch": self._epoch,
-                "position": int(position), "completed": bool(self._completed),
+                "config": self.config.to_dict(), "epoch": cur.epoch,
+                "position": cur.saved_position(), "completed": cur.completed,
                 "batches_yielded": self.batches_yielded,
                 "rng": {"seed": self.seed, "scheme": "numpy PCG64(SeedSequence([seed, epoch, 0]))"},
                 "table": self.table.state_dict(), "plan": plan,
                 "pending": {"indices": pending[0], "losses": pending[1]},
-                "stats": dict(self._stats)}
+                "stats": self._stats.state_dict()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore a ``state_dict``; the next ``__iter__`` continues where it stopped.
@@ -354,38 +306,21 @@ class ImportanceSampler(Sampler):
             ValueError: the state was made for another data set size, policy, batch
                 size, ``drop_last`` or number of replicas (message names both values).
         """
-        for key, mine in (("version", _STATE_VERSION), ("num_samples", self.num_samples),
-                          ("policy", self.policy_name), ("batch_size", self.batch_size),
-                          ("drop_last", self.drop_last),
-                          ("num_replicas", self.num_replicas)):
-            if state.get(key) != mine:
-                raise ValueError(f"state_dict has {key}={state.get(key)!r} but this sampler "
-                                 f"has {key}={mine!r}; construct the sampler with the same "
-                                 "settings as the one that saved the state")
+        check_compatible(state, version=_STATE_VERSION, num_samples=self.num_samples,
+                         policy=self.policy_name, batch_size=self.batch_size,
+                         drop_last=self.drop_last, num_replicas=self.num_replicas)
         self.table.load_state_dict(state["table"])
         self.seed = int(state["seed"])
-        self._start_epoch(int(state["epoch"]))
+        epoch = int(state["epoch"])
+        self._cursor.restore(epoch, int(state["position"]), bool(state["completed"]))
         saved = state["plan"]
-        if saved is not None and int(saved["epoch"]) == self._epoch:
-            from .sampling.base import Selection
-            sel = Selection(np.asarray(saved["indices"], np.int64),
-                            np.asarray(saved["tier"], np.int8),
-                            None if saved["probs"] is None else np.asarray(saved["probs"]),
-                            saved["kind"], int(saved["reevaluated"]))
-            self._plan = RankPlan(self._epoch, sel, num_replicas=self.num_replicas,
-                                  rank=self.rank, batch_size=self.batch_size,
-                                  drop_last=self.drop_last)
-        self._completed = bool(state["completed"])
-        self._position = int(state["position"])
-        self._resume = None if self._completed else self._position
-        pend = state["pending"]
-        self._pending = ([(np.asarray(pend["indices"], np.int64),
-                           np.asarray(pend["losses"], np.float64))]
-                         if len(pend["indices"]) else [])
+        self._plan = None
+        if saved is not None and int(saved["epoch"]) == epoch:
+            self._plan = self._rank_plan(epoch, selection_from_state(saved))
+        self._reports.restore(state["pending"]["indices"], state["pending"]["losses"])
         self._inflight.clear()
         self.batches_yielded = int(state["batches_yielded"])
-        self._stats = dict.fromkeys(_STAT_KEYS, 0)
-        self._stats.update({k: int(v) for k, v in state["stats"].items() if k in _STAT_KEYS})
+        self._stats.load_state_dict(state["stats"])
 
 
 def _check_int(name: str, value: Any, low: int, fix: str) -> None:

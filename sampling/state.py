@@ -1,0 +1,42 @@
+"""Named-key state of a sampler's epoch plan and the checks run before restoring one."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from .base import Selection
+
+__all__ = ["selection_state", "selection_from_state", "check_compatible"]
+
+
+def selection_state(selection: Selection, epoch: int) -> Dict[str, Any]:
+    """A copy of a ``Selection`` (the global plan of ``epoch``) under named keys."""
+    return {"epoch": int(epoch), "indices": selection.indices.copy(),
+            "tier": selection.tier.copy(), "kind": selection.kind,
+            "reevaluated": int(selection.reevaluated),
+            "probs": None if selection.probs is None else selection.probs.copy()}
+
+
+def selection_from_state(state: Dict[str, Any]) -> Selection:
+    """Rebuild a ``Selection`` from ``selection_state`` output."""
+    probs: Optional[np.ndarray] = None
+    if state["probs"] is not None:
+        probs = np.array(state["probs"], dtype=np.float64)
+    return Selection(np.array(state["indices"], dtype=np.int64),
+                     np.array(state["tier"], dtype=np.int8), probs, str(state["kind"]),
+                     int(state["reevaluated"]))
+
+
+def check_compatible(state: Dict[str, Any], **mine: Any) -> None:
+    """Raise unless ``state[key] == value`` for every ``key=value`` in ``mine``.
+
+    Raises:
+        ValueError: names the key, both values and the fix.
+    """
+    for key, value in mine.items():
+        if state.get(key) != value:
+            raise ValueError(f"state_dict has {key}={state.get(key)!r} but this sampler has "
+                             f"{key}={value!r}; construct the sampler with the same settings "
+                             "as the one that saved the state")
