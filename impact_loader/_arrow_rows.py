@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -41,10 +41,22 @@ def _view(buf: Optional[pa.Buffer], dtype=np.uint8) -> np.ndarray:
     return np.frombuffer(buf, dtype=dtype) if buf is not None else np.zeros(0, dtype)
 
 
+_PREFIXES: Dict[int, Tuple[bytes, bytes]] = {}
+
+
+def _prefix(size: int) -> Tuple[bytes, bytes]:
+    """(length prefix, space padding) of a header of ``size`` bytes."""
+    got = _PREFIXES.get(size)
+    if got is None:
+        pad = -(size + 8) % 8
+        got = _PREFIXES[size] = (_LEN.pack(size + pad), _PADS[pad])
+    return got
+
+
 def _frame(head: str) -> bytes:
     raw = head.encode("utf-8")
-    pad = -(len(raw) + 8) % 8
-    return _LEN.pack(len(raw) + pad) + raw + _PADS[pad]
+    pre, pad = _prefix(len(raw))
+    return pre + raw + pad
 
 
 class _Column:
@@ -98,11 +110,17 @@ class _Column:
                 f"{where}: column {leaf.name!r} holds {batch.schema.field(leaf.path[0]).type}"
                 f", which does not match its recorded kind {leaf.kind} / dtype {leaf.dtype};"
                 " the file is corrupt: write the dataset again")
-        self.shape_views = None
+        self.shape_views = self.shape_table = None
         if leaf.shape_path is not None:
             sarr = batch.column(leaf.shape_path[0])
-            self.shape_views = (sarr.offset, _view(sarr.buffers()[1], np.int32),
-                                _view(sarr.buffers()[3], np.int64), sarr.values.offset)
+            offs = _view(sarr.buffers()[1], np.int32)[sarr.offset:sarr.offset + len(sarr) + 1]
+            vals = _view(sarr.buffers()[3], np.int64)[sarr.values.offset:]
+            self.shape_views = (offs, vals)
+            ndim = np.diff(offs)
+            if len(ndim) and (ndim == ndim[0]).all() and ndim[0] > 0:
+                # One ndim in the whole batch: shapes form a (rows, ndim) table.
+                k = int(ndim[0])
+                self.shape_table = vals[offs[0]:offs[0] + k * len(ndim)].reshape(-1, k)
         fixed = all(off is None for _, off, _ in self.levels) and self.offsets is None
         count = int(np.prod([k for k, _, _ in self.levels], dtype=np.int64))
         self.const_size = count * self.itemsize if fixed else None
@@ -183,11 +201,15 @@ class _Column:
         bits = np.unpackbits(self.bits[a >> 3:(b + 7) >> 3], bitorder="little")
         return bits[a & 7:(a & 7) + b - a].tobytes()
 
-    def _stored_shapes(self, rows: np.ndarray) -> List[str]:
-        top, offs, vals, coff = self.shape_views
-        s = offs[rows + top].astype(np.int64) + coff
-        e = offs[rows + top + 1].astype(np.int64) + coff
-        return [",".join(map(str, vals[a:b].tolist())) for a, b in zip(s.tolist(), e.tolist())]
+    def _stored_shapes(self, rows: np.ndarray) -> list:
+        table = self.shape_table
+        if table is not None:
+            if table.shape[1] == 1:
+                return table[rows, 0].tolist()
+            return [",".join(map(str, t)) for t in table[rows].tolist()]
+        offs, vals = self.shape_views
+        return [",".join(map(str, vals[a:b].tolist()))
+                for a, b in zip(offs[rows].tolist(), offs[rows + 1].tolist())]
 
 
 def _header(cols: Sequence[_Column], shapes: list, offsets: list, escape: bool) -> str:
@@ -250,7 +272,9 @@ class ChunkView:
                     slots.append(end.tolist() if isinstance(end, np.ndarray) else [end] * n)
                 acc = end
             fmt = self.fmt
-            heads = [_frame(fmt % t) for t in zip(*slots)]
+            raws = [(fmt % t).encode() for t in zip(*slots)]
+            pres = [_PREFIXES.get(len(h)) or _prefix(len(h)) for h in raws]
+            heads = [pre + h + pad for (pre, pad), h in zip(pres, raws)]
         out = [b"".join(p) for p in zip(heads, *(t[2] for t in taken))]
         if self.nullable:
             self._repack_nulls(rows, taken, out)

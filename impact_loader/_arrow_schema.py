@@ -99,7 +99,7 @@ def _walk(typ: pa.DataType, name: str, path: Tuple[int, ...], out: list) -> None
         perm = typ.permutation
         if perm is None or list(perm) == list(range(len(typ.shape))):
             shape = tuple(typ.shape)
-    if isinstance(typ, pa.ExtensionType):
+    if isinstance(typ, pa.BaseExtensionType):
         typ = typ.storage_type
     if pa.types.is_struct(typ):
         for i in range(typ.num_fields):
