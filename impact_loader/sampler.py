@@ -273,7 +273,7 @@ class ImportanceSampler(Sampler):
         return out
 
     def state_dict(self) -> Dict[str, Any]:
-        """Everything needed to resume exactly, under named keys (arrays are copies).
+        """Everything needed to resume exactly, under named keys.
 
         Keys: ``version``, ``policy``, ``seed``, ``num_samples``, ``batch_size``,
         ``drop_last``, ``num_replicas``, ``config``, ``epoch``, ``position`` (batches of
@@ -281,7 +281,11 @@ class ImportanceSampler(Sampler):
         ``rng`` (the seed and how per-epoch generators derive from it: no generator
         state is carried between epochs), ``table``, ``plan`` (the current epoch's global
         plan, None if not built yet), ``pending`` (this rank's unmerged reports), ``stats``.
-        Costs O(N) memory per call (about 22 bytes per sample).
+        Cheap (no O(N) copy): like ``nn.Module.state_dict``, the table's arrays are the
+        live ones, so a state serialised later holds every loss reported until then.
+        That is what ``StatefulDataLoader`` with workers needs: it snapshots the sampler
+        when a batch is requested but saves it after the training loop has reported the
+        losses of the batches in flight. ``copy.deepcopy`` freezes a state in memory.
         """
         self._drain(block=True)
         cur = self._cursor

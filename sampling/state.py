@@ -12,11 +12,13 @@ __all__ = ["selection_state", "selection_from_state", "check_compatible"]
 
 
 def selection_state(selection: Selection, epoch: int) -> Dict[str, Any]:
-    """A copy of a ``Selection`` (the global plan of ``epoch``) under named keys."""
-    return {"epoch": int(epoch), "indices": selection.indices.copy(),
-            "tier": selection.tier.copy(), "kind": selection.kind,
-            "reevaluated": int(selection.reevaluated),
-            "probs": None if selection.probs is None else selection.probs.copy()}
+    """A ``Selection`` (the global plan of ``epoch``) under named keys.
+
+    The arrays are shared, not copied: a selection is never modified after it is made.
+    """
+    return {"epoch": int(epoch), "indices": selection.indices, "tier": selection.tier,
+            "kind": selection.kind, "reevaluated": int(selection.reevaluated),
+            "probs": selection.probs}
 
 
 def selection_from_state(state: Dict[str, Any]) -> Selection:

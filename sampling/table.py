@@ -191,13 +191,18 @@ class ImportanceTable:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict[str, Any]:
-        """Copy of the table's state under named keys."""
-        return {"n": self.n, "score": self.score.copy(), "scored": self.scored.copy(),
-                "last_epoch": self.last_epoch.copy(), "window": self._window.copy(),
+        """The table's state under named keys.
+
+        Like ``torch.nn.Module.state_dict``, the arrays are the live ones (no copy), so
+        a saved state always holds every loss reported before it is serialised; use
+        ``copy.deepcopy`` to freeze it in memory.
+        """
+        return {"n": self.n, "score": self.score, "scored": self.scored,
+                "last_epoch": self.last_epoch, "window": self._window,
                 "window_pos": self._wpos, "window_fill": self._wfill}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Restore a ``state_dict``.
+        """Restore a ``state_dict`` (copies its arrays).
 
         Raises:
             ValueError: the state describes a different number of samples or window.
