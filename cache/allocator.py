@@ -3,17 +3,16 @@
 A record of ``n`` bytes takes ``ceil(n / block_bytes)`` blocks. Blocks of one record
 need not be adjacent: the store chains them (a ``next`` table in shared memory), so any
 freed block is reusable and eviction never fails for lack of a *contiguous* hole. The
-free blocks sit on a LIFO stack (a numpy int32 array) ordered so that a fresh pool and
-a just-freed record hand out ascending runs; most records therefore land in adjacent
-blocks and readers copy them with one slice. Accounting is exact: the allocator knows
-every block's owner count (free or not) and never hands out more than it owns.
+free blocks sit on a LIFO stack (an ``array('i')``, 4 bytes per block) ordered so that
+a fresh pool and a just-freed record hand out ascending runs; most records therefore
+land in adjacent blocks and readers copy them with one slice. Accounting is exact: the
+allocator never hands out more blocks than it owns, nor takes back more than it gave.
 """
 
 from __future__ import annotations
 
-from typing import Optional
-
-import numpy as np
+from array import array
+from typing import List, Optional
 
 __all__ = ["BlockAllocator"]
 
@@ -32,7 +31,7 @@ class BlockAllocator:
         self.first = int(first)
         self.count = int(count)
         # Popping from the top yields first, first+1, ...
-        self._stack = np.arange(first + count - 1, first - 1, -1, dtype=np.int32)
+        self._stack = array("i", range(first + count - 1, first - 1, -1))
         self._top = self.count
 
     @property
@@ -40,22 +39,30 @@ class BlockAllocator:
         """Blocks currently free."""
         return self._top
 
-    def alloc(self, n: int) -> Optional[np.ndarray]:
-        """Take ``n`` blocks; return their ids (int32, in chain order) or None if short."""
-        if n > self._top:
-            return None
+    def alloc(self, n: int) -> Optional[List[int]]:
+        """Take ``n`` blocks; return their ids in chain order, or None if short."""
         top = self._top
-        blocks = self._stack[top - n:top][::-1].copy()
+        if n > top:
+            return None
+        if n == 1:
+            self._top = top - 1
+            return [self._stack[top - 1]]
+        blocks = self._stack[top - n:top].tolist()
+        blocks.reverse()
         self._top = top - n
         return blocks
 
-    def free(self, blocks: np.ndarray) -> None:
+    def free(self, blocks: List[int]) -> None:
         """Return ``blocks`` (as handed out by :meth:`alloc`) to the pool."""
-        n = len(blocks)
-        if self._top + n > self.count:
+        n, top = len(blocks), self._top
+        if top + n > self.count:
             raise RuntimeError("block allocator: more blocks freed than allocated")
-        self._stack[self._top:self._top + n] = blocks[::-1]
-        self._top += n
+        if n == 1:
+            self._stack[top] = blocks[0]
+            self._top = top + 1
+            return
+        self._stack[top:top + n] = array("i", reversed(blocks))
+        self._top = top + n
 
     def owns(self, block: int) -> bool:
         """Whether ``block`` belongs to this pool."""

@@ -56,6 +56,16 @@ from .allocator import BlockAllocator
 
 __all__ = ["SharedStore"]
 
+_PID = []  # this process's pid, refreshed in forked children (see _pid)
+
+
+def _pid() -> int:
+    # os.getpid() is a system call; cache it and let a fork hook refresh it.
+    if not _PID:
+        _PID.append(os.getpid())
+        os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+    return _PID[0]
+
 FREE, PENDING, LIVE, RETIRED = 0, 1, 2, 3
 _CONTIG = 1 << 31
 _LOW31 = _CONTIG - 1
@@ -114,7 +124,7 @@ class SharedStore:
             os.close(meta_fd)
             raise
         self._fds = (data_fd, meta_fd)
-        self._owner_pid = os.getpid()
+        self._owner_pid = _pid()
         gens = np.frombuffer(self._meta_mm, np.int64, 2 * max_entries)
         gens[0::2] = 1  # every free slot carries an odd generation
         del gens  # a live numpy view would keep the mapping from closing
@@ -122,7 +132,7 @@ class SharedStore:
         self._state = array("b", bytes(max_entries))
         self._pool = array("b", [-1]) * max_entries
         self._last_use = array("q", [-1]) * max_entries
-        self._free_slots = np.arange(max_entries - 1, -1, -1, dtype=np.int32)
+        self._free_slots = array("i", range(max_entries - 1, -1, -1))
         self._n_free_slots = max_entries
         self._retired = np.empty(max_entries, np.int32)
         self._n_retired = 0
@@ -186,7 +196,7 @@ class SharedStore:
 
     # ------------------------------------------------------------------ owner
     def _check_owner(self) -> None:
-        if self._owner_pid != os.getpid():
+        if self._owner_pid != _pid():
             raise RuntimeError("only the process that created the SharedStore may "
                                "change it; other processes may only read()")
 
@@ -240,7 +250,7 @@ class SharedStore:
         if self._n_free_slots == 0:
             return -1
         self._n_free_slots -= 1
-        slot = int(self._free_slots[self._n_free_slots])
+        slot = self._free_slots[self._n_free_slots]
         self._state[slot] = PENDING
         self._pool[slot] = pool
         self._last_use[slot] = -1
@@ -273,26 +283,26 @@ class SharedStore:
         pool = self._pool[slot]
         alloc = self._alloc[pool]
         n = len(data)
-        need = self.blocks_for(n)
+        need = -(-n // self.block_bytes)
         if need > alloc.count or n >= 1 << 31:
             raise ValueError(
                 f"record of {n} bytes is larger than pool {pool} "
                 f"({alloc.count * self.block_bytes} bytes usable); raise cache_bytes "
                 f"(or the share of this pool) or do not cache records this large")
-        blocks = alloc.alloc(need) if need else np.empty(0, np.int32)
+        blocks = alloc.alloc(need) if need else []
         if blocks is None:
             return False
         bb = self.block_bytes
-        mv = memoryview(data).cast("B")
+        mv = data if type(data) is bytes else memoryview(data).cast("B")
         if need == 0:
             w = _CONTIG
-        elif int(blocks[-1]) - int(blocks[0]) == need - 1 and (
-                need < 3 or bool(np.all(np.diff(blocks) == 1))):
-            off = int(blocks[0]) * bb
+        elif need == 1 or blocks[-1] - blocks[0] == need - 1 and (
+                need < 3 or blocks == list(range(blocks[0], blocks[0] + need))):
+            off = blocks[0] * bb
             self._data[off:off + n] = mv
-            w = _CONTIG | int(blocks[0])
+            w = _CONTIG | blocks[0]
         else:
-            bl = blocks.tolist()
+            bl = blocks
             for i, b in enumerate(bl):
                 self._data[b * bb:b * bb + min(bb, n - i * bb)] = mv[i * bb:(i + 1) * bb]
                 self._next[b] = bl[i + 1] if i + 1 < need else -1
@@ -356,17 +366,8 @@ class SharedStore:
             need = self.blocks_for(n)
             if self._state[slot] == RETIRED:
                 self._retired_blocks[pool] -= need
-            if w & _CONTIG:
-                b0 = w & _LOW31
-                blocks = np.arange(b0, b0 + need, dtype=np.int32)
-            else:
-                bl, b = [], w & _LOW31
-                for _ in range(need):
-                    bl.append(b)
-                    b = self._next[b]
-                blocks = np.array(bl, np.int32)
             if need:
-                self._alloc[pool].free(blocks)
+                self._alloc[pool].free(self.entry_blocks(slot))
             self._used_bytes[pool] -= n
         self._state[slot] = FREE
         self._pool[slot] = -1

@@ -1,0 +1,194 @@
+"""SharedStore: round trips, generations, deferred free, allocator properties, errors."""
+
+from __future__ import annotations
+
+import gc
+import pickle
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from impact_loader.cache.store import LIVE, PENDING, RETIRED, SharedStore
+
+H, L = 1, 2
+
+
+def _store(**kw):
+    kw.setdefault("pools", [(H, 64 * 16), (L, 64 * 8)])
+    kw.setdefault("block_bytes", 64)
+    return SharedStore(**kw)
+
+
+def test_round_trip_contiguous_and_chained():
+    with _store() as s:
+        a = s.reserve(H)
+        g = s.generation(a)
+        assert g % 2 == 0 and s.read(a, g) is None  # pending: a miss
+        assert s.write(a, b"a" * 150)
+        assert s.read(a, g) == b"a" * 150
+        b = s.reserve(H)
+        assert s.write(b, b"b" * 64)
+        s.retire(a)  # never touched: freed at once, leaves a 3-block hole
+        assert s.read(a, g) is None
+        c = s.reserve(H)
+        big = bytes(range(256)) * 3
+        assert s.write(c, big)
+        assert s.read(c, s.generation(c)) == big
+        assert s.used_bytes(H) == 64 + len(big)
+
+
+def test_region_is_exactly_the_pool_bytes():
+    with _store(pools=[(H, 1000), (L, 3000), (3, 100)]) as s:
+        assert len(s._data_mm) == 4100
+        assert s.region_bytes == 4100
+
+
+def test_deferred_free_waits_for_release():
+    with _store() as s:
+        a = s.reserve(H)
+        s.write(a, b"x" * 10)
+        g = s.generation(a)
+        s.touch(a, 5)
+        s.retire(a)
+        assert s.state(a) == RETIRED
+        assert s.read(a, g) == b"x" * 10  # still readable by batch 5
+        s.release(4)
+        assert s.read(a, g) == b"x" * 10
+        s.release(5)
+        assert s.read(a, g) is None
+        b = s.reserve(H)
+        assert b == a and s.generation(b) != g  # reused slot, new generation
+
+
+def test_write_fails_softly_when_pool_full_and_raises_when_record_too_large():
+    with _store() as s:
+        slots = [s.reserve(L) for _ in range(9)]
+        for x in slots[:8]:
+            assert s.write(x, b"1" * 64)
+        assert not s.write(slots[8], b"1")
+        assert s.state(slots[8]) == PENDING
+        with pytest.raises(ValueError, match=r"record of 600 bytes is larger than pool 2 "
+                                             r"\(512 bytes usable\); raise cache_bytes"):
+            s.write(slots[8], b"1" * 600)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"pools": [(H, -1)]}, r"size=-1 bytes must be an int >= 0"),
+    ({"block_bytes": 8}, r"block_bytes=8 must be an int >= 64"),
+    ({"max_entries": 0}, r"max_entries=0 must be an int >= 1"),
+    ({"pools": [(H, 64), (H, 64)]}, r"pool id 1 given twice"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _store(**kwargs)
+
+
+def test_close_is_idempotent_and_gc_unmaps():
+    s = _store()
+    s.close()
+    s.close()
+    assert s.closed
+    with pytest.raises(ValueError, match="closed"):
+        pickle.dumps(s)
+    s2 = _store()
+    del s2
+    gc.collect()
+
+
+def test_pickle_in_same_process_attaches_read_only():
+    with _store() as s:
+        a = s.reserve(H)
+        s.write(a, b"hello")
+        r = pickle.loads(pickle.dumps(s))
+        assert r.read(a, s.generation(a)) == b"hello"
+        r._owner_pid = -1  # an attached copy is never the owner
+        with pytest.raises(RuntimeError, match="only the process that created"):
+            r.reserve(H)
+        r.close()
+
+
+def test_read_rejects_bad_slot_and_generation():
+    with _store() as s:
+        a = s.reserve(H)
+        s.write(a, b"z")
+        assert s.read(-1, 2) is None
+        assert s.read(10 ** 6, 2) is None
+        assert s.read(a, s.generation(a) + 2) is None
+        assert s.read(a, s.generation(a) - 1) is None
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """Random reserve/write/touch/retire/release against a dict model."""
+
+    def __init__(self):
+        super().__init__()
+        self.s = _store(pools=[(H, 64 * 12), (L, 64 * 5 + 30)], max_entries=20)
+        self.model = {}     # slot -> (generation, bytes) for live/retired entries
+        self.pending = set()
+        self.seq = 0
+
+    def teardown(self):
+        self.s.close()
+
+    @rule(pool=st.sampled_from([H, L]))
+    def reserve(self, pool):
+        slot = self.s.reserve(pool)
+        if slot >= 0:
+            assert slot not in self.model and slot not in self.pending
+            self.pending.add(slot)
+
+    @precondition(lambda self: self.pending)
+    @rule(data=st.data(), n=st.integers(0, 300))
+    def write(self, data, n):
+        slot = data.draw(st.sampled_from(sorted(self.pending)))
+        payload = bytes([slot % 251]) * n
+        limit = self.s.pool_blocks(self.s.pool_of(slot)) * 64
+        if n > limit:
+            with pytest.raises(ValueError):
+                self.s.write(slot, payload)
+            return
+        if self.s.write(slot, payload):
+            self.pending.discard(slot)
+            self.model[slot] = (self.s.generation(slot), payload)
+
+    @precondition(lambda self: self.model or self.pending)
+    @rule(data=st.data(), ahead=st.integers(0, 3))
+    def touch_and_retire(self, data, ahead):
+        slot = data.draw(st.sampled_from(sorted(set(self.model) | self.pending)))
+        self.s.touch(slot, self.seq + ahead)
+        self.s.retire(slot)
+        self.pending.discard(slot)
+        if self.s.state(slot) != RETIRED:
+            self.model.pop(slot, None)
+
+    @rule()
+    def release(self):
+        self.s.release(self.seq)
+        self.seq += 1
+        for slot in list(self.model):
+            if self.s.state(slot) not in (LIVE, RETIRED):
+                del self.model[slot]
+
+    @invariant()
+    def reads_match_and_blocks_disjoint(self):
+        seen = set()
+        for slot, (g, payload) in self.model.items():
+            assert self.s.read(slot, g) == payload
+            blocks = self.s.entry_blocks(slot)
+            assert not seen & set(blocks), "two entries share a block"
+            seen |= set(blocks)
+            assert all(self.s._alloc[self.s.pool_of(slot)].owns(b) for b in blocks)
+        for pool in (H, L):
+            used = sum(self.s.blocks_for(len(p)) for sl, (_, p) in self.model.items()
+                       if self.s.pool_of(sl) == pool)
+            assert used + self.s.free_blocks(pool) == self.s.pool_blocks(pool)
+            assert self.s.used_bytes(pool) == sum(
+                len(p) for sl, (_, p) in self.model.items() if self.s.pool_of(sl) == pool)
+            assert self.s.used_bytes(pool) <= self.s.pool_blocks(pool) * 64
+
+
+TestStoreMachine = StoreMachine.TestCase
+TestStoreMachine.settings = settings(max_examples=60, stateful_step_count=40,
+                                     deadline=None)
