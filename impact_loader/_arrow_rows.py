@@ -161,6 +161,13 @@ class _Column:
         if self.offsets is not None:
             s, e = self.offsets[s].astype(np.int64), self.offsets[e].astype(np.int64)
         bs, be = s * self.itemsize, e * self.itemsize
+        if self.const_size is None and len(rows):  # offsets come from the file: check
+            lo, hi, limit = ((s, e, len(self.bits) * 8) if self.bits is not None
+                             else (bs, be, len(self.data)))
+            if (hi < lo).any() or int(hi.max()) > limit or int(lo.min()) < 0:
+                raise CorruptRecordError(
+                    f"column {self.leaf.name!r}: offsets point outside its buffer of "
+                    f"{limit} items; the file is corrupt: write it again")
         if self.bits is not None:
             slices = [self._unpack(a, b) for a, b in zip(s.tolist(), e.tolist())]
         else:

@@ -27,7 +27,7 @@ import pyarrow as pa
 from . import records
 from ._arrow_rows import ChunkView
 from ._arrow_schema import FORMAT, plan_leaves
-from ._arrow_write import AUTO_SHARD_BYTES, MANIFEST, write_dataset
+from ._arrow_write import MANIFEST, write_dataset
 from .errors import (CorruptRecordError, DatasetNotFoundError, NotADatasetError,
                      SchemaMismatchError, SourceError)
 from .source import check_indices
@@ -103,6 +103,7 @@ class _OpenFile:
     """One memory-mapped Arrow file: its record batches as ChunkViews."""
 
     def __init__(self, path: str, columns: Optional[Sequence[str]]) -> None:
+        self.path = path
         if sys.byteorder != "little":
             raise SourceError("ArrowSource needs a little-endian host (records are "
                               "little-endian views of the Arrow buffers)")
@@ -136,8 +137,19 @@ class _OpenFile:
         self.rows = int(self.starts[-1])
 
     def close(self) -> None:
-        self.views = []
-        self.map.close()  # buffers still referenced elsewhere keep their region alive
+        # Views (and any read in flight) keep their mapped region alive until dropped.
+        self.map.close()
+
+    def pack(self, chunk: int, rows: np.ndarray) -> List[bytes]:
+        """Records of ``rows`` of record batch ``chunk``; a bad offset is corruption."""
+        try:
+            return self.views[chunk].pack(rows)
+        except CorruptRecordError as exc:
+            raise CorruptRecordError(f"{self.path!r}: {exc}") from None
+        except (IndexError, ValueError) as exc:  # offsets pointing outside their buffer
+            raise CorruptRecordError(
+                f"{self.path!r}: record batch {chunk} has inconsistent offsets ({exc}); "
+                "the file is corrupt: write it again") from None
 
 
 class ArrowSource:
@@ -148,6 +160,10 @@ class ArrowSource:
     given order for a list. Neighbouring indices are neighbours on storage.
     ``read_many`` returns records in the :mod:`impact_loader.records` format, packed
     straight from the mapped buffers; :meth:`decode` is :func:`records.decode`.
+
+    Files are mapped on first use in each process. The row counts of a write_arrow
+    directory come from its manifest; any other file is opened once by the constructor
+    to count its rows (and check its columns), and the counts travel with the pickle.
 
     Args:
         path_or_paths: a directory, an ``.arrow`` file, a glob (``"data/*.arrow"``), or
@@ -248,7 +264,7 @@ class ArrowSource:
             chunk_of = np.searchsorted(opened.starts, local, side="right") - 1
             for c0, c1 in _runs(chunk_of):
                 c = int(chunk_of[c0])
-                recs = opened.views[c].pack(local[c0:c1] - opened.starts[c])
+                recs = opened.pack(c, local[c0:c1] - opened.starts[c])
                 for pos, rec in zip(order[a + c0:a + c1].tolist(), recs):
                     out[pos] = rec
         return out

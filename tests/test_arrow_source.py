@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 import pickle
@@ -47,6 +48,7 @@ def _all_types(i):
         "mask": rng.integers(0, 2, size=(2, 5)).astype(bool),
         "u64": np.array([2 ** 64 - 1 - i, i], np.uint64),
         "f64": rng.standard_normal((2, 2)),
+        "ключ 100%s": i,  # non-ASCII and '%' in a field name
     }
 
 
@@ -266,13 +268,16 @@ def test_progress_and_auto_shards(tmp_path, capsys):
     assert "write_arrow" in capsys.readouterr().err
 
 
+_COUNTER = itertools.count()
+
+
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(["<f2", "<f4", "<i8", "|u1", "|b1", "<u2"]),
        st.lists(st.lists(st.integers(0, 3), min_size=0, max_size=3), min_size=1,
                 max_size=6), st.integers(1, 4))
 def test_property_random_shapes_round_trip(tmp_path, dtype, shapes, per_shard):
-    target = tmp_path / f"p{np.random.randint(1 << 30)}"
+    target = tmp_path / f"p{next(_COUNTER)}"
     samples = [{"a": np.ones(tuple(sh), np.dtype(dtype)), "t": "x" * len(sh)}
                for sh in shapes]
     src = write_arrow(target, samples, rows_per_shard=per_shard)
@@ -367,3 +372,22 @@ def test_exists_overwrite_and_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(DatasetExistsError, match="not an impact-loader Arrow dataset"):
         write_arrow(tmp_path / "mine", [{"n": 1}], overwrite=True)
     assert (tmp_path / "mine" / "notes.txt").exists()
+
+
+def test_corrupt_offsets_inside_a_valid_file_raise(tmp_path):
+    offsets = np.arange(0, 64 * 1000, 1000, dtype=np.int32)
+    values = pa.array(np.zeros(int(offsets[-1]) + 1000))
+    table = pa.table({"v": pa.ListArray.from_arrays(pa.array(np.append(offsets, 64000)
+                                                            .astype(np.int32)), values)})
+    path = tmp_path / "o.arrow"
+    with pa.ipc.new_file(str(path), table.schema) as w:
+        w.write_table(table)
+    data = bytearray(path.read_bytes())
+    at = data.find(offsets[:8].tobytes())
+    assert at > 0
+    data[at + 12:at + 16] = np.int32(1 << 30).tobytes()  # offset of row 3
+    path.write_bytes(bytes(data))
+    src = ArrowSource(path)
+    assert src.decode(src.read_many([0])[0])["v"].shape == (1000,)
+    with pytest.raises(CorruptRecordError, match="o.arrow.*offsets"):
+        src.read_many([2])
