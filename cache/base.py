@@ -64,8 +64,8 @@ class CachePolicy:
         """Index run ``(start, stop)`` to load into the L pool for a miss, or None."""
         return None
 
-    def inserted(self, slot: int, pool: int, importance: float) -> None:
-        """``slot`` now holds an admitted sample of ``importance``."""
+    def inserted(self, slot: int, pool: int, importance: float, index: int) -> None:
+        """``slot`` now holds (or awaits) sample ``index`` of ``importance``."""
 
     def hit(self, slot: int, importance: float) -> None:
         """The plan asks for the sample in ``slot``; ``importance`` is NaN if unknown."""

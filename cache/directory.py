@@ -60,9 +60,10 @@ class CacheDirectory:
     """
 
     def __init__(self, *, n_samples: int, config: CacheConfig = None) -> None:
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise ValueError(f"n_samples={n_samples!r} must be an int >= 1 (the "
-                             f"dataset length)")
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) \
+                or not 1 <= n_samples < 1 << 31:
+            raise ValueError(f"n_samples={n_samples!r} must be an int in [1, 2**31) "
+                             f"(the dataset length)")
         self.config = config = config if config is not None else CacheConfig()
         self.n_samples = n_samples
         n_blocks = config.region_bytes // config.block_bytes
@@ -108,15 +109,18 @@ class CacheDirectory:
                                             self._index_of)
         staging = LOC_STAGING in self._pending
         reads = ([], [], [])
-        out_idx, out_slot, out_hit, out_sub = [], [], [], []
+        out_idx, out_slot, out_gen, out_loc, out_hit, out_sub = [], [], [], [], [], []
         for j, t, w in zip(idx.tolist(), tier.tolist(), imp.tolist()):
             s = slot_of[j]
             delivered, hit, sub = j, s >= 0, False
             if s >= 0:
+                store.touch(s, seq)
                 policy.hit(s, w)
             else:
                 s = policy.substitute(j, t)
                 if s >= 0:
+                    # Touch at once: a package loaded below must not reuse this slot.
+                    store.touch(s, seq)
                     delivered, hit, sub = index_of[s], True, True
                 run = policy.package(j, t)
                 if run is not None:
@@ -124,6 +128,7 @@ class CacheDirectory:
                 if s < 0:
                     s = slot_of[j]
                     if s >= 0:
+                        store.touch(s, seq)
                         policy.hit(s, w)
                     else:
                         pool = policy.route(t)
@@ -133,20 +138,19 @@ class CacheDirectory:
                             s = self._admit(j, LOC_STAGING, w, seq, reads)
                             if s >= 0:
                                 self.counts["staged"] += 1
-            if s >= 0:
-                store.touch(s, seq)
             out_idx.append(delivered)
             out_slot.append(s)
+            if s >= 0:
+                out_gen.append(store.generation(s))
+                out_loc.append(store.pool_of(s))
+            else:
+                out_gen.append(-1)
+                out_loc.append(LOC_SOURCE)
             out_hit.append(hit)
             out_sub.append(sub)
         slot = np.array(out_slot, np.int64)
-        cached = slot >= 0
-        loc = np.zeros(len(slot), np.int8)
-        gen = np.full(len(slot), -1, np.int64)
-        for i in np.flatnonzero(cached).tolist():
-            s = out_slot[i]
-            loc[i] = store.pool_of(s)
-            gen[i] = store.generation(s)
+        loc = np.array(out_loc, np.int8)
+        gen = np.array(out_gen, np.int64)
         hit = np.array(out_hit, bool)
         sub = np.array(out_sub, bool)
         self.counts["planned"] += len(idx)
@@ -192,7 +196,7 @@ class CacheDirectory:
         store.touch(s, seq)
         self._watch.append((s, seq))
         if pool != LOC_STAGING:
-            self.policy.inserted(s, pool, w)
+            self.policy.inserted(s, pool, w, j)
             self.counts["admitted"] += 1
         if pool != LOC_L:
             reads[0].append(j)

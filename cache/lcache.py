@@ -44,17 +44,18 @@ class LCache:
     def __contains__(self, slot: int) -> bool:
         return self._pos[slot] >= 0
 
-    def add(self, slot: int) -> None:
-        """Append a newly loaded entry."""
+    def add(self, slot: int, used: bool = False) -> None:
+        """Append a newly loaded entry (``used``: its sample was delivered this epoch)."""
         if self._tail - self._head == len(self._ring):
             self._compact()
         self._ring[self._tail % len(self._ring)] = slot
         self._pos[slot] = self._tail
         self._tail += 1
-        self._used[slot] = -1
+        self._used[slot] = self.epoch if used else -1
         self._loaded[slot] = self.epoch
         self._live += 1
-        self.unused += 1
+        if not used:
+            self.unused += 1
 
     def remove(self, slot: int) -> None:
         """Forget an entry (evicted or abandoned); its ring cell becomes a hole."""

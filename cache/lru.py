@@ -47,7 +47,7 @@ class LRUCache(CachePolicy):
         self._prev[first] = slot
         self._next[head] = slot
 
-    def inserted(self, slot: int, pool: int, importance: float) -> None:
+    def inserted(self, slot: int, pool: int, importance: float, index: int) -> None:
         self._unlink(slot)
         self._push_front(slot)
 
