@@ -53,6 +53,22 @@ def _prefix(size: int) -> Tuple[bytes, bytes]:
     return got
 
 
+def _checked(arr: pa.Array, dtype, limit: int, where: str, name: str) -> np.ndarray:
+    """The offsets buffer of ``arr``, once checked to stay inside ``limit`` items.
+
+    Checking every offset a batch uses once, when the file is opened, lets reads slice
+    the value buffers without bounds checks (validate() does not look at the values).
+    """
+    offs = _view(arr.buffers()[1], dtype)
+    used = offs[arr.offset:arr.offset + len(arr) + 1]
+    if len(used) != len(arr) + 1 or (len(arr) and (
+            int(used[0]) < 0 or int(used[-1]) > limit or (np.diff(used) < 0).any())):
+        raise CorruptRecordError(
+            f"{where}: column {name!r} has offsets outside its {limit}-item buffer or "
+            "decreasing; the file is corrupt: write it again")
+    return offs
+
+
 def _frame(head: str) -> bytes:
     raw = head.encode("utf-8")
     pre, pad = _prefix(len(raw))
@@ -84,7 +100,8 @@ class _Column:
                 self.levels.append((arr.type.list_size, None, child.offset))
             else:
                 off_type = np.int64 if isinstance(arr, pa.LargeListArray) else np.int32
-                self.levels.append((0, _view(arr.buffers()[1], off_type), child.offset))
+                offs = _checked(arr, off_type, len(child), where, leaf.name)
+                self.levels.append((0, offs, child.offset))
             arr = child
         typ = arr.type
         self.offsets, self.bits, self.itemsize = None, None, 1
@@ -100,7 +117,8 @@ class _Column:
             self.itemsize = typ.byte_width
             self.data = memoryview(arr.buffers()[1] or b"")
         elif text and not self.levels and typ in _TEXT_OFFSETS:
-            self.offsets = _view(arr.buffers()[1], _TEXT_OFFSETS[typ])
+            self.offsets = _checked(arr, _TEXT_OFFSETS[typ],
+                                    len(arr.buffers()[2] or b""), where, leaf.name)
             self.data = memoryview(arr.buffers()[2] or b"")
         elif not text and arrow_dtype(typ) == leaf.dtype:
             self.itemsize = leaf.dtype.itemsize
@@ -145,7 +163,7 @@ class _Column:
 
     def take(self, rows: np.ndarray) -> Tuple[object, Optional[list], list]:
         """Return (bytes per row: int or array, per-row shape texts or None, slices)."""
-        s = rows + self.top
+        s = rows + self.top if self.top else rows
         e = s + 1
         dims: list = []
         count: Optional[int] = 1
@@ -161,13 +179,6 @@ class _Column:
         if self.offsets is not None:
             s, e = self.offsets[s].astype(np.int64), self.offsets[e].astype(np.int64)
         bs, be = s * self.itemsize, e * self.itemsize
-        if self.const_size is None and len(rows):  # offsets come from the file: check
-            lo, hi, limit = ((s, e, len(self.bits) * 8) if self.bits is not None
-                             else (bs, be, len(self.data)))
-            if (hi < lo).any() or int(hi.max()) > limit or int(lo.min()) < 0:
-                raise CorruptRecordError(
-                    f"column {self.leaf.name!r}: offsets point outside its buffer of "
-                    f"{limit} items; the file is corrupt: write it again")
         if self.bits is not None:
             slices = [self._unpack(a, b) for a, b in zip(s.tolist(), e.tolist())]
         else:

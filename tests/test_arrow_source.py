@@ -387,7 +387,5 @@ def test_corrupt_offsets_inside_a_valid_file_raise(tmp_path):
     assert at > 0
     data[at + 12:at + 16] = np.int32(1 << 30).tobytes()  # offset of row 3
     path.write_bytes(bytes(data))
-    src = ArrowSource(path)
-    assert src.decode(src.read_many([0])[0])["v"].shape == (1000,)
-    with pytest.raises(CorruptRecordError, match="o.arrow.*offsets"):
-        src.read_many([2])
+    with pytest.raises(CorruptRecordError, match="o.arrow.*'v' has offsets"):
+        ArrowSource(path)
