@@ -261,6 +261,10 @@ class ArrowSource:
             f = int(file_of[a])
             opened = self._file(f)
             local = ordered[a:b] - self._starts[f]
+            if len(opened.views) == 1:  # write_arrow shards: one batch per file
+                for pos, rec in zip(order[a:b].tolist(), opened.pack(0, local)):
+                    out[pos] = rec
+                continue
             chunk_of = np.searchsorted(opened.starts, local, side="right") - 1
             for c0, c1 in _runs(chunk_of):
                 c = int(chunk_of[c0])
