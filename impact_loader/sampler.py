@@ -80,6 +80,7 @@ class ImportanceSampler(Sampler):
                  *, drop_last: bool = False, num_replicas: Optional[int] = None,
                  rank: Optional[int] = None, config: Optional[SamplingConfig] = None,
                  **config_overrides: Any) -> None:
+        super().__init__()
         try:
             n = len(dataset)
         except TypeError:

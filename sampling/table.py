@@ -1,9 +1,9 @@
 """ImportanceTable: per-sample importance as a few flat numpy arrays (O(N), no objects).
 
-For N samples it holds the running score (EMA of reported losses, float64), whether each
-sample was ever scored (bool), the epoch it was last scored (int32, -1 = never: its
-staleness) and a ring buffer of the most recent reported losses (``selective`` ranks
-against it). About 13 bytes per sample.
+For N samples it holds the running score (EMA of reported losses, float64) and the epoch
+each sample was last scored (int32, -1 = never: its staleness, and whether it was ever
+scored), plus a ring buffer of the most recent reported losses (``selective`` ranks
+against it). 12 bytes per sample.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ class ImportanceTable:
         self.ema_weight = float(ema_weight)
         self.prior = prior
         self.score = np.zeros(self.n, dtype=np.float64)
-        self.scored = np.zeros(self.n, dtype=bool)
         self.last_epoch = np.full(self.n, -1, dtype=np.int32)
         self._window = np.zeros(int(window), dtype=np.float64)
         self._wpos = 0
@@ -82,14 +81,18 @@ class ImportanceTable:
                 "(e.g. cross_entropy(..., reduction='none')), not the batch mean")
         if idx.size == 0:
             return idx.astype(np.int64), loss.astype(np.float64), 0
-        lo, hi = idx.min(), idx.max()
-        if lo < 0 or hi >= self.n:
+        # One reduction checks both ends: negative int64 values are huge as uint64.
+        wide = idx.astype(np.int64, copy=False)
+        if wide.view(np.uint64).max() >= self.n:
             bad = idx[(idx < 0) | (idx >= self.n)]
             raise IndexError(f"sample indices {_few(bad)} are out of range [0, {self.n}); "
                              "report the indices the loader delivered")
-        idx = idx.astype(np.int64, copy=False)
+        idx = wide
         loss = loss.astype(np.float64, copy=False)
         skipped = 0
+        lo, hi = loss.min(), loss.max()  # NaN propagates into both
+        if lo >= 0 and hi < np.inf:
+            return idx, loss, 0
         finite = np.isfinite(loss)
         if not finite.all():
             if nonfinite != "skip":
@@ -118,10 +121,9 @@ class ImportanceTable:
                 indices, inv = np.unique(indices, return_inverse=True)
                 losses = (np.bincount(inv, weights=losses, minlength=indices.size)
                           / np.bincount(inv, minlength=indices.size))
-        seen = self.scored[indices]
+        seen = self.last_epoch[indices] >= 0
         old = self.score[indices]
         self.score[indices] = np.where(seen, old + self.ema_weight * (losses - old), losses)
-        self.scored[indices] = True
         self.last_epoch[indices] = epoch
 
     def update(self, indices: Any, losses: Any, *, epoch: int,
@@ -153,17 +155,30 @@ class ImportanceTable:
         self._wfill = min(w, self._wfill + k)
 
     # ------------------------------------------------------------------ queries
+    @property
+    def scored(self) -> np.ndarray:
+        """Bool per sample: scored at least once (a fresh array)."""
+        return self.last_epoch >= 0
+
     def prior_value(self) -> float:
         """Score used for never-scored samples (configured, or mean of scored ones)."""
         if self.prior is not None:
             return float(self.prior)
-        if not self.scored.any():
+        return self._prior(self.scored)
+
+    def _prior(self, scored: np.ndarray) -> float:
+        if self.prior is not None:
+            return float(self.prior)
+        count = int(np.count_nonzero(scored))
+        if count == 0:
             return 1.0
-        return float(self.score[self.scored].mean())
+        # Never-scored samples keep a score of exactly 0, so the plain sum is theirs.
+        return float(self.score.sum() / count)
 
     def importance(self) -> np.ndarray:
         """Score of every sample (float64, length n), the prior where never scored."""
-        return np.where(self.scored, self.score, self.prior_value())
+        scored = self.scored
+        return np.where(scored, self.score, self._prior(scored))
 
     def staleness(self, epoch: int) -> np.ndarray:
         """Epochs since each sample was last scored (``epoch + 1`` if never), int64."""
@@ -197,8 +212,7 @@ class ImportanceTable:
         a saved state always holds every loss reported before it is serialised; use
         ``copy.deepcopy`` to freeze it in memory.
         """
-        return {"n": self.n, "score": self.score, "scored": self.scored,
-                "last_epoch": self.last_epoch, "window": self._window,
+        return {"n": self.n, "score": self.score, "last_epoch": self.last_epoch, "window": self._window,
                 "window_pos": self._wpos, "window_fill": self._wfill}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -214,7 +228,6 @@ class ImportanceTable:
             raise ValueError(f"state_dict has a loss window of {len(state['window'])}, this "
                              f"table {self._window.size}; use the same window= setting")
         self.score = np.array(state["score"], dtype=np.float64)
-        self.scored = np.array(state["scored"], dtype=bool)
         self.last_epoch = np.array(state["last_epoch"], dtype=np.int32)
         self._window = np.array(state["window"], dtype=np.float64)
         self._wpos = int(state["window_pos"])
