@@ -3,7 +3,7 @@
 Public names are imported here and listed in ``__all__``; see the README for a tour.
 """
 
-
+from .arrow_source import ArrowSource, write_arrow
 from .errors import (CorruptRecordError, DatasetExistsError, DatasetNotFoundError,
                      ImpactLoaderError, NotADatasetError, PrefetchError,
                      SchemaMismatchError, SourceError)
@@ -17,6 +17,7 @@ from .throttle import PROFILES, StorageProfile, ThrottledSource
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArrowSource",
     "AsciiKeys",
     "BatchPlan",
     "CorruptRecordError",
@@ -36,5 +37,6 @@ __all__ = [
     "encode",
     "evict_page_cache",
     "resident_bytes",
+    "write_arrow",
     "write_lmdb",
 ]
