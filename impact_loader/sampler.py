@@ -152,7 +152,7 @@ class ImportanceSampler(Sampler):
         """This rank's ``(indices int64, tier int8)`` for the current epoch, in order.
 
         Exactly the concatenation of the batches ``__iter__`` yields for the epoch
-        (padding included, ``drop_last`` applied). Read-only views; do not modify.
+        (padding included, ``drop_last`` applied). Read-only arrays.
         """
         plan = self._ensure_plan()
         return plan.indices, plan.tier
@@ -176,7 +176,8 @@ class ImportanceSampler(Sampler):
             if not self._cursor.step(token, b, plan.num_batches):
                 return  # a newer pass took over
             idx, tier = plan.batch(b)
-            batch = BatchPlan(idx, tier=tier, epoch=plan.epoch, position=b)
+            # Copies: the cache layer may rewrite a plan's arrays (substitution).
+            batch = BatchPlan(idx.copy(), tier=tier.copy(), epoch=plan.epoch, position=b)
             self.batches_yielded += 1
             yield batch if self.annotator is None else self.annotator(batch)
 

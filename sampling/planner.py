@@ -77,6 +77,8 @@ class RankPlan:
         self.selection = selection
         idx, tier = shard(selection.indices, selection.tier, num_replicas, rank)
         self.indices, self.tier = truncate(idx, tier, batch_size, drop_last)
+        for arr in (selection.indices, selection.tier, self.indices, self.tier):
+            arr.flags.writeable = False  # shared with state_dict(); never modified
         self.batch_size = int(batch_size)
         self.num_batches = num_batches(idx.size, batch_size, drop_last)
         self.cache: dict = {}

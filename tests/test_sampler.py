@@ -253,3 +253,27 @@ def test_plan_invariants_over_random_runs(n, batch_size, policy, drop_last, repl
                 assert np.array_equal(shares[r], padded[r::replicas])
         if policy == "uniform" and replicas == 1 and not drop_last:
             assert np.array_equal(np.sort(shares[0]), np.arange(n))
+
+
+def test_yielded_plans_are_private_copies_epoch_plan_is_read_only():
+    s = ImportanceSampler(range(12), 4, "uniform")
+    idx, _ = s.epoch_plan()
+    before = idx.copy()
+    for plan in s:
+        plan.indices[:] = 0  # e.g. a cache substituting samples in place
+    assert np.array_equal(s.epoch_plan()[0], before)
+    with pytest.raises(ValueError):
+        idx[0] = 1
+
+
+def test_plan_is_a_function_of_seed_epoch_and_table():
+    a = ImportanceSampler(range(200), 10, "impact", 4, warmup_epochs=0)
+    a.update(np.arange(200), _loss(np.arange(200), 0))
+    b = ImportanceSampler(range(200), 10, "impact", 4, warmup_epochs=0)
+    b.table.load_state_dict(a.table.state_dict())
+    for s in (a, b):
+        s.set_epoch(7)
+    assert np.array_equal(a.epoch_plan()[0], b.epoch_plan()[0])
+    c = ImportanceSampler(range(200), 10, "impact", 4, warmup_epochs=0)
+    c.set_epoch(7)  # same seed and epoch, empty table: a different plan
+    assert not np.array_equal(a.epoch_plan()[0], c.epoch_plan()[0])
