@@ -33,6 +33,17 @@ def make_samples(n: int, *, seed: int = 0, payload: int = 256) -> List[dict]:
     return out
 
 
+def assert_same_sample(got, want):
+    """Assert two sample dicts are equal: same keys, types, dtypes, shapes, values."""
+    assert set(got) == set(want)
+    for k, v in want.items():
+        if isinstance(v, np.ndarray):
+            assert got[k].dtype == v.dtype and got[k].shape == v.shape
+            np.testing.assert_array_equal(got[k], v)
+        else:
+            assert type(got[k]) is type(v) and got[k] == v
+
+
 class PlainSource:
     """A user-written source that only implements the protocol (in-memory)."""
 

@@ -10,19 +10,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from impact_loader import CorruptRecordError, SchemaMismatchError, decode, encode
+from source_factories import assert_same_sample as _assert_same
 
 DTYPES = [np.bool_, np.uint8, np.int8, np.uint16, np.int16, np.float16, np.uint32,
           np.int32, np.float32, np.uint64, np.int64, np.float64]
-
-
-def _assert_same(got, want):
-    assert set(got) == set(want)
-    for k, v in want.items():
-        if isinstance(v, np.ndarray):
-            assert got[k].dtype == v.dtype and got[k].shape == v.shape
-            np.testing.assert_array_equal(got[k], v)
-        else:
-            assert type(got[k]) is type(v) and got[k] == v
 
 
 values = st.one_of(

@@ -10,6 +10,7 @@ import pytest
 
 from impact_loader import Source
 from source_factories import FACTORIES, make_samples
+from source_factories import assert_same_sample as _same
 
 N = 120
 
@@ -18,17 +19,6 @@ N = 120
 def built(request, tmp_path):
     samples = make_samples(N)
     return FACTORIES[request.param](tmp_path, samples), samples
-
-
-
-def _same(decoded, sample):
-    assert set(decoded) == set(sample)
-    for k, v in sample.items():
-        if isinstance(v, np.ndarray):
-            assert decoded[k].dtype == v.dtype and decoded[k].shape == v.shape
-            np.testing.assert_array_equal(decoded[k], v)
-        else:
-            assert type(decoded[k]) is type(v) and decoded[k] == v
 
 
 def test_is_a_source_with_exact_length(built):
