@@ -336,18 +336,22 @@ def _check_int(name: str, value: Any, low: int, fix: str) -> None:
         raise ValueError(f"{name}={value!r} must be >= {low}; {fix}")
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
 def _on_cuda(x: Any) -> bool:
-    return isinstance(x, torch.Tensor) and x.device.type == "cuda"
+    return isinstance(x, torch.Tensor) and x.is_cuda
 
 
 def _as_numpy(x: Any) -> Any:
     """A CPU numpy view of a tensor (detached; half precision widened); others as is."""
     if not isinstance(x, torch.Tensor):
         return x
-    x = x.detach()
-    if x.device.type != "cpu":
+    if x.requires_grad:
+        x = x.detach()
+    if not x.is_cpu:
         x = x.cpu()
-    if x.dtype in (torch.float16, torch.bfloat16):
+    if x.dtype in _HALF:
         x = x.float()
     return x.numpy()
 
@@ -363,7 +367,7 @@ def _start_host_copy(indices: Any, losses: Any) -> tuple:
     for x in (indices, losses):
         t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
         t = t.detach()
-        if t.dtype in (torch.float16, torch.bfloat16):
+        if t.dtype in _HALF:
             t = t.float()
         if t.device.type == "cuda":
             host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
