@@ -183,13 +183,16 @@ class CacheDirectory:
 
     def _admit(self, j: int, pool: int, w: float, seq: int, reads) -> int:
         store, need = self.store, self._est_blocks
-        while store.free_slot_count() == 0 or (
+        # Retired entries count as room: release() frees them before most fills land.
+        while store.reclaimable_slots() == 0 or (
                 store.reclaimable_blocks(pool) - self._pending[pool] * need < need):
             v = self.policy.victim(pool, w) if pool != LOC_STAGING else -1
             if v < 0:
                 return -1
             self._evict(v)
         s = store.reserve(pool)
+        if s < 0:  # every slot is retired, waiting for release()
+            return -1
         self._pending[pool] += 1
         self._slot_of[j] = s
         self._index_of[s] = j

@@ -224,6 +224,10 @@ class SharedStore:
         """Entry slots available to :meth:`reserve`."""
         return self._n_free_slots
 
+    def reclaimable_slots(self) -> int:
+        """Free slots plus retired ones awaiting release."""
+        return self._n_free_slots + self._n_retired
+
     def state(self, slot: int) -> int:
         """Owner-side state of ``slot`` (0 free, 1 pending, 2 live, 3 retired)."""
         return self._state[slot]
@@ -319,17 +323,22 @@ class SharedStore:
             self._last_use[slot] = seq
 
     def retire(self, slot: int) -> None:
-        """Remove ``slot`` logically; free it once no unconsumed batch may read it."""
+        """Remove ``slot`` logically; free it once no unconsumed batch may read it.
+
+        A pending slot is retired the same way: an annotation may already name it, so
+        it must not be handed to another record before that batch is consumed.
+        """
         self._check_owner()
         st = self._state[slot]
         if st == FREE or st == RETIRED:
             return
-        if st == PENDING or self._last_use[slot] <= self._consumed:
+        if self._last_use[slot] <= self._consumed:
             self._free(slot)
         else:
             self._state[slot] = RETIRED
-            self._retired_blocks[self._pool[slot]] += self.blocks_for(
-                self._slots[2 * slot + 1] >> 32)
+            if not self._slots[2 * slot] & 1:  # published: its blocks wait too
+                self._retired_blocks[self._pool[slot]] += self.blocks_for(
+                    self._slots[2 * slot + 1] >> 32)
             self._retired[self._n_retired] = slot
             self._n_retired += 1
 
@@ -358,11 +367,11 @@ class SharedStore:
     def _free(self, slot: int) -> None:
         g = self._slots[2 * slot]
         pool = self._pool[slot]
-        # Odd generation first: readers of the old bytes see the change and miss.
-        self._slots[2 * slot] = g + 1 if not g & 1 else g + 2
-        if self._state[slot] != PENDING:
-            w = self._slots[2 * slot + 1]
-            n = w >> 32
+        # Odd generation first: readers of the old bytes see the change and miss. A
+        # never-published slot skips the generation its reservation promised.
+        self._slots[2 * slot] = g + 2 if g & 1 else g + 1
+        if not g & 1:  # published: give its blocks back
+            n = self._slots[2 * slot + 1] >> 32
             need = self.blocks_for(n)
             if self._state[slot] == RETIRED:
                 self._retired_blocks[pool] -= need
