@@ -11,6 +11,8 @@ from .lmdb_source import AsciiKeys, LMDBSource, write_lmdb
 from .pagecache import evict_page_cache, resident_bytes
 from .plan import BatchPlan
 from .records import decode, encode
+from .sampler import ImportanceSampler
+from .sampling import SamplingConfig
 from .source import Source
 from .throttle import PROFILES, StorageProfile, ThrottledSource
 
@@ -24,10 +26,12 @@ __all__ = [
     "DatasetExistsError",
     "DatasetNotFoundError",
     "ImpactLoaderError",
+    "ImportanceSampler",
     "LMDBSource",
     "NotADatasetError",
     "PROFILES",
     "PrefetchError",
+    "SamplingConfig",
     "SchemaMismatchError",
     "Source",
     "SourceError",
