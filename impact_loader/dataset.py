@@ -1,0 +1,126 @@
+"""ImpactDataset: the map-style Dataset that DataLoader workers read through.
+
+Workers are the hands (see DESIGN.md): for each item of a :class:`BatchPlan` they copy
+the bytes out of the shared store when the plan says they are there, read everything
+else from the source with one ``read_many`` call, decode, and transform. A worker never
+changes cache metadata; bytes missing, evicted or torn (generation mismatch) are read
+from the source, so the cache can only make things faster, never wrong.
+
+Every item is ``(sample, index)`` with the index actually delivered, so with the
+default collate a batch is ``(samples, indices)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .plan import LOC_SOURCE, BatchPlan
+from .source import check_indices
+
+__all__ = ["ImpactDataset"]
+
+
+class ImpactDataset:
+    """A map-style dataset over a Source, reading through the shared cache.
+
+    Args:
+        source: any Source (``__len__``, ``read_many``, ``decode``).
+        transform: applied to each decoded sample (in the worker), or None.
+        cache_bytes: bytes of the shared cache (0 disables caching).
+        cache_policy: name of the cache policy (``"importance"``, ``"lru"``,
+            ``"minio"``, ``"none"``).
+        **cache_options: further :class:`impact_loader.cache.config.CacheConfig`
+            fields (package size, H/L split, staging bytes, substitution, ...).
+
+    Raises:
+        ValueError: ``cache_bytes`` is negative, or a cache option is invalid.
+        TypeError: ``source`` does not implement the Source protocol.
+    """
+
+    def __init__(self, source: Any, transform: Optional[Callable[[Any], Any]] = None, *,
+                 cache_bytes: int = 0, cache_policy: str = "importance",
+                 **cache_options: Any) -> None:
+        for name in ("__len__", "read_many", "decode"):
+            if not hasattr(source, name):
+                raise TypeError(f"source {source!r} has no {name}(); a source needs "
+                                "__len__, read_many(indices) and decode(raw)")
+        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, (int, np.integer)):
+            raise ValueError(f"cache_bytes={cache_bytes!r} must be an int number of bytes")
+        if cache_bytes < 0:
+            raise ValueError(f"cache_bytes={cache_bytes} must be >= 0; pass 0 to disable "
+                             "the cache")
+        self.source = source
+        self.transform = transform
+        self.cache_bytes = int(cache_bytes)
+        self.cache_policy = cache_policy
+        self.cache_options = dict(cache_options)
+        self.directory = None  # the main process's CacheDirectory, see _make_directory
+        self.store = None
+        if self.cache_bytes > 0 and cache_policy != "none":
+            self._make_directory()
+        # Counts of this process (a worker's counts travel back with its batches).
+        self.store_hits = 0
+        self.source_reads = 0
+
+    def _make_directory(self) -> None:
+        from .cache.config import CacheConfig
+        from .cache.directory import CacheDirectory
+
+        config = CacheConfig(cache_bytes=self.cache_bytes, policy=self.cache_policy,
+                             **self.cache_options)
+        self.directory = CacheDirectory(n_samples=len(self.source), config=config)
+        self.store = self.directory.store
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["directory"] = None  # metadata stays in the main process
+        return state
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _finish(self, raw: Any) -> Any:
+        if isinstance(raw, bytes):
+            # Decoded arrays are views of the buffer; a writable one gives writable
+            # arrays, which torch.from_numpy and in-place transforms need.
+            raw = bytearray(raw)
+        sample = self.source.decode(raw)
+        return self.transform(sample) if self.transform is not None else sample
+
+    def __getitem__(self, index: int) -> Tuple[Any, int]:
+        """Read sample ``index`` from the source (no cache): ``(sample, index)``."""
+        idx = check_indices([index], len(self.source), "ImpactDataset")
+        return self._finish(self.source.read_many(idx)[0]), int(idx[0])
+
+    def __getitems__(self, plan: Any) -> List[Tuple[Any, int]]:
+        """Read one batch: a :class:`BatchPlan` or a sequence of int indices."""
+        if not isinstance(plan, BatchPlan):
+            idx = check_indices(list(plan), len(self.source), "ImpactDataset")
+            return [(self._finish(r), i) for r, i in
+                    zip(self.source.read_many(idx), idx.tolist())]
+        indices = plan.indices
+        raws: List[Any] = [None] * len(indices)
+        store = self.store
+        if store is not None:
+            cached = np.flatnonzero(plan.location != LOC_SOURCE)
+            slots, gens = plan.slot, plan.generation
+            for k in cached.tolist():
+                data = store.read(int(slots[k]), int(gens[k]))
+                if data is not None:
+                    raws[k] = data
+            self.store_hits += len(indices) - raws.count(None)
+        missing = [k for k, r in enumerate(raws) if r is None]
+        if missing:
+            for k, raw in zip(missing, self.source.read_many(indices[missing])):
+                raws[k] = raw
+            self.source_reads += len(missing)
+        return [(self._finish(r), i) for r, i in zip(raws, indices.tolist())]
+
+    def close(self) -> None:
+        """Release the shared cache (main process)."""
+        if self.directory is not None:
+            self.directory.close()
+        self.directory = None
+        self.store = None
