@@ -27,8 +27,8 @@ one block before the first fill). ``fill`` does the exact accounting: if the rec
 does not fit, it evicts through the same hook, or abandons the reservation (the worker
 then reads the source). Bytes are never over budget: each pool has a fixed block count.
 
-Memory: 4 bytes per dataset sample (index->slot) and 8 per slot (slot->index), plus the
-store's and the policy's per-slot arrays.
+Memory: 4 bytes per dataset sample (index->slot) and 4 per slot (slot->index), plus the
+store's and the policy's per-slot arrays. Batch sequence numbers must stay < 2**31.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class CacheDirectory:
                                  max_entries=capacity)
         self._pools = [p for p, _ in pools]
         self._slot_of = array("i", [-1]) * n_samples
-        self._index_of = array("q", [-1]) * capacity
+        self._index_of = array("i", [-1]) * capacity
         self._pending = {p: 0 for p in self._pools}
         self._watch = deque()  # (slot, seq) of pending and staged entries
         self._est_blocks = 1
@@ -347,9 +347,11 @@ class CacheDirectory:
 
     # ------------------------------------------------------------------ checks
     def _check_plan(self, indices, tier, importance, seq):
-        if isinstance(seq, bool) or not isinstance(seq, (int, np.integer)) or seq < self._seq:
+        if isinstance(seq, bool) or not isinstance(seq, (int, np.integer)) \
+                or not self._seq <= seq < 1 << 31:
             raise ValueError(f"seq={seq!r} must be an int >= the previous seq "
-                             f"{self._seq}; number batches 0, 1, 2, ... in plan order")
+                             f"{self._seq} and < 2**31; number batches 0, 1, 2, ... in "
+                             f"plan order")
         idx = np.asarray(indices).ravel()
         if idx.size and idx.dtype.kind not in "iu":
             raise ValueError(f"indices must be integers, got dtype {idx.dtype}")

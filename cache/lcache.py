@@ -10,7 +10,7 @@ is left the L-cache is exhausted and the lookup is a miss.
 
 Eviction takes the oldest entry, but only once it was used this epoch or has sat a whole
 epoch unused, so a refill never throws away substitutes that are still fresh.
-Memory: 12 bytes per slot (ring position, last-used epoch, load epoch) plus the ring.
+Memory: 16 bytes per slot (ring cell, ring position, last-used epoch, load epoch).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 from array import array
 
 __all__ = ["LCache"]
+
+_POS_LIMIT = (1 << 31) - 1  # ring positions are int32; compact before they overflow
 
 
 class LCache:
@@ -30,7 +32,7 @@ class LCache:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._ring = array("i", [-1]) * max(capacity, 1)
-        self._pos = array("q", [-1]) * capacity     # absolute ring position of a slot
+        self._pos = array("i", [-1]) * capacity     # absolute ring position of a slot
         self._used = array("i", [-1]) * capacity    # epoch the entry was last used in
         self._loaded = array("i", [-1]) * capacity  # epoch the entry was loaded in
         self._head = self._tail = self._cursor = 0  # absolute positions
@@ -46,7 +48,7 @@ class LCache:
 
     def add(self, slot: int, used: bool = False) -> None:
         """Append a newly loaded entry (``used``: its sample was delivered this epoch)."""
-        if self._tail - self._head == len(self._ring):
+        if self._tail - self._head == len(self._ring) or self._tail >= _POS_LIMIT:
             self._compact()
         self._ring[self._tail % len(self._ring)] = slot
         self._pos[slot] = self._tail

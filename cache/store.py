@@ -1,18 +1,11 @@
 """SharedStore: one shared memory region of raw sample bytes for the node.
 
 Memory:
-    Two anonymous ``memfd`` files (``os.memfd_create``), each mapped with ``mmap``:
-    the *data* region, exactly the sum of the pool sizes (``cache_bytes +
-    staging_bytes``), and a *metadata* region of 16 bytes per entry slot plus 4 bytes
-    per block. A memfd has no name in ``/dev/shm``; the kernel frees it when the last
-    process holding its descriptor or a mapping exits, so a killed owner leaks nothing.
-
-Sharing with DataLoader workers:
-    Under ``fork`` a worker inherits the mappings. Under ``spawn``/``forkserver`` the
-    store is pickled with the dataset; ``__reduce__`` wraps both descriptors in
-    ``multiprocessing.reduction.DupFd``, which hands them to the child with the
-    process-start machinery (or, outside a process start, through the
-    ``resource_sharer`` thread). The child maps the same pages: nothing is copied.
+    A :class:`SharedRegion` (``region.py``: anonymous memfds, shareable under fork,
+    spawn and forkserver, freed by the kernel when the last holder dies). Its data
+    mapping is exactly the sum of the pool sizes (``cache_bytes + staging_bytes``); its
+    metadata mapping holds 16 bytes per entry slot (generation; length + first block)
+    plus 4 bytes per block (the ``next`` chain).
 
 Allocator:
     Each pool (H, L, staging or the single pool of a baseline) owns a disjoint range of
@@ -44,15 +37,14 @@ Only the creating process may change the store; any process may :meth:`read`.
 
 from __future__ import annotations
 
-import mmap
 import os
 from array import array
-from multiprocessing import reduction
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
 from .allocator import BlockAllocator
+from .region import SharedRegion
 
 __all__ = ["SharedStore"]
 
@@ -112,26 +104,17 @@ class SharedStore:
             raise ValueError(f"max_entries={max_entries!r} must be an int >= 1; "
                              f"or pass None for one slot per block")
         self.max_entries = max_entries
-        data_fd = os.memfd_create("impact-loader-data")
-        meta_fd = os.memfd_create("impact-loader-meta")
-        try:
-            meta_bytes = 16 * max_entries + 4 * max(self.n_blocks, 1)
-            os.ftruncate(data_fd, max(self.region_bytes, 1))
-            os.ftruncate(meta_fd, meta_bytes)
-            self._map(data_fd, meta_fd, meta_bytes)
-        except BaseException:
-            os.close(data_fd)
-            os.close(meta_fd)
-            raise
-        self._fds = (data_fd, meta_fd)
+        self._region = SharedRegion(self.region_bytes,
+                                    16 * max_entries + 4 * max(self.n_blocks, 1))
+        self._map()
         self._owner_pid = _pid()
-        gens = np.frombuffer(self._meta_mm, np.int64, 2 * max_entries)
+        gens = np.frombuffer(self._region.meta, np.int64, 2 * max_entries)
         gens[0::2] = 1  # every free slot carries an odd generation
         del gens  # a live numpy view would keep the mapping from closing
-        # Owner-only bookkeeping (10 bytes per slot).
+        # Owner-only bookkeeping (6 bytes per slot; batch numbers are int32).
         self._state = array("b", bytes(max_entries))
         self._pool = array("b", [-1]) * max_entries
-        self._last_use = array("q", [-1]) * max_entries
+        self._last_use = array("i", [-1]) * max_entries
         self._free_slots = array("i", range(max_entries - 1, -1, -1))
         self._n_free_slots = max_entries
         self._retired = np.empty(max_entries, np.int32)
@@ -140,13 +123,12 @@ class SharedStore:
         self._used_bytes = {p: 0 for p in self._alloc}
         self._retired_blocks = {p: 0 for p in self._alloc}
 
-    def _map(self, data_fd: int, meta_fd: int, meta_bytes: int) -> None:
-        self._data_mm = mmap.mmap(data_fd, max(self.region_bytes, 1))
-        self._meta_mm = mmap.mmap(meta_fd, meta_bytes)
-        self._meta_bytes = meta_bytes
-        self._data = memoryview(self._data_mm)
-        self._slots = memoryview(self._meta_mm)[:16 * self.max_entries].cast("q")
-        self._next = memoryview(self._meta_mm)[16 * self.max_entries:].cast("i")
+    def _map(self) -> None:
+        meta = memoryview(self._region.meta)
+        self._data = memoryview(self._region.data)
+        self._slots = meta[:16 * self.max_entries].cast("q")
+        self._next = meta[16 * self.max_entries:].cast("i")
+        meta.release()
 
     # ------------------------------------------------------------------ readers
     def read(self, slot: int, generation: int) -> Optional[bytes]:
@@ -318,7 +300,7 @@ class SharedStore:
         return True
 
     def touch(self, slot: int, seq: int) -> None:
-        """Record that batch ``seq`` may read ``slot`` (delays its reuse)."""
+        """Record that batch ``seq`` (< 2**31) may read ``slot`` (delays its reuse)."""
         if seq > self._last_use[slot]:
             self._last_use[slot] = seq
 
@@ -355,7 +337,7 @@ class SharedStore:
         if k == 0:
             return 0
         ret = self._retired[:k]
-        done = np.frombuffer(self._last_use, np.int64)[ret] <= self._consumed
+        done = np.frombuffer(self._last_use, np.int32)[ret] <= self._consumed
         freed = ret[done].tolist()
         keep = ret[~done]
         self._retired[:len(keep)] = keep
@@ -403,17 +385,14 @@ class SharedStore:
             mv = self.__dict__.pop(name, None)
             if mv is not None:
                 mv.release()
-        for name in ("_data_mm", "_meta_mm"):
-            mm = self.__dict__.pop(name, None)
-            if mm is not None:
-                mm.close()
-        for fd in self.__dict__.pop("_fds", ()):
-            os.close(fd)
+        region = self.__dict__.get("_region")
+        if region is not None:
+            region.close()
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
-        return "_data_mm" not in self.__dict__
+        return "_data" not in self.__dict__
 
     def __del__(self) -> None:
         try:
@@ -430,28 +409,19 @@ class SharedStore:
     def __reduce__(self):
         if self.closed:
             raise ValueError("cannot share a closed SharedStore")
-        if "_fds" in self.__dict__:
-            fds = self._fds
-        else:
-            raise ValueError("only the owner of a SharedStore can pass it on")
-        return (_attach, (reduction.DupFd(fds[0]), reduction.DupFd(fds[1]),
-                          self.region_bytes, self._meta_bytes, self.block_bytes,
+        return (_attach, (self._region, self.region_bytes, self.block_bytes,
                           self.n_blocks, self.max_entries))
 
 
-def _attach(data_dup, meta_dup, region_bytes: int, meta_bytes: int, block_bytes: int,
-            n_blocks: int, max_entries: int) -> SharedStore:
+def _attach(region: SharedRegion, region_bytes: int, block_bytes: int, n_blocks: int,
+            max_entries: int) -> SharedStore:
     """Rebuild a read-only view of a store in another process (pickle hook)."""
     store = SharedStore.__new__(SharedStore)
     store._owner_pid = None
+    store._region = region
+    store.region_bytes = region_bytes
     store.block_bytes = block_bytes
     store.n_blocks = n_blocks
-    store.region_bytes = region_bytes
     store.max_entries = max_entries
-    data_fd, meta_fd = data_dup.detach(), meta_dup.detach()
-    try:
-        store._map(data_fd, meta_fd, meta_bytes)
-    finally:  # the mappings keep the memory alive; the descriptors are not needed
-        os.close(data_fd)
-        os.close(meta_fd)
+    store._map()
     return store

@@ -145,7 +145,7 @@ def test_kill_9_owner_leaks_nothing():
         from impact_loader.cache import SharedStore
         s = SharedStore(pools=[(1, 32 << 20)], block_bytes=4096)
         slot = s.reserve(1); s.write(slot, b"x" * 100000)
-        print(os.stat(f"/proc/self/fd/{s._fds[0]}").st_ino, flush=True)
+        print(os.stat(f"/proc/self/fd/{s._region.fds[0]}").st_ino, flush=True)
         time.sleep(60)
     """)
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)

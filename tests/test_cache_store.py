@@ -41,7 +41,7 @@ def test_round_trip_contiguous_and_chained():
 
 def test_region_is_exactly_the_pool_bytes():
     with _store(pools=[(H, 1000), (L, 3000), (3, 100)]) as s:
-        assert len(s._data_mm) == 4100
+        assert len(s._region.data) == 4100
         assert s.region_bytes == 4100
 
 
