@@ -295,6 +295,8 @@ class CacheDirectory:
         unconsumed batch references them.
         """
         store, watch = self.store, self._watch
+        if LOC_STAGING not in self._pending and not any(self._pending.values()):
+            watch.clear()  # nothing pending and no staging pool: nothing to watch
         while watch and watch[0][1] <= seq:
             s, _ = watch.popleft()
             st = store.state(s)

@@ -1,0 +1,212 @@
+"""Benchmark of impact_loader.cache: worker reads, bookkeeping, memory.
+
+Standalone script; every section separates setup, warm-up and measurement, and the
+policies run side by side in the same process::
+
+    python benchmarks/bench_cache.py                 # all sections, default sizes
+    python benchmarks/bench_cache.py --section reads --record-bytes 16384 --workers 2
+
+Sections:
+    reads    -- a worker process (spawn by default) reads cached records of
+                ``--record-bytes`` through ``SharedStore.read``: reads/s per process.
+    bookkeep -- main-process cost per planned sample of annotate + fill + release for
+                each policy, with tiny records so that copying bytes does not count.
+    memory   -- shared region size versus cache_bytes, metadata bytes per entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import time
+
+import numpy as np
+
+from impact_loader.cache import CacheConfig, CacheDirectory, SharedStore
+from impact_loader.cache.codes import LOC_H, TIER_H, TIER_L
+
+
+def _reader(store, items, warmup, n, out):
+    slots = [s for s, _ in items]
+    gens = [g for _, g in items]
+    k = len(slots)
+    read = store.read
+    for i in range(warmup):  # warm-up: page in the mapping, settle caches
+        read(slots[i % k], gens[i % k])
+    misses = 0
+    t0 = time.perf_counter()
+    for i in range(n):
+        if read(slots[i % k], gens[i % k]) is None:
+            misses += 1
+    out.put((time.perf_counter() - t0, misses))
+
+
+def bench_reads(args):
+    rec = args.record_bytes
+    n_rec = max(1, args.cache_mib * (1 << 20) // rec)
+    # setup
+    store = SharedStore(pools=[(LOC_H, n_rec * rec)], block_bytes=args.block_bytes)
+    items = []
+    payload = bytes(range(256)) * (rec // 256) + b"x" * (rec % 256)
+    for _ in range(n_rec):
+        s = store.reserve(LOC_H)
+        if s < 0 or not store.write(s, payload):
+            break
+        items.append((s, store.generation(s)))
+    rng = np.random.default_rng(0)
+    order = [items[i] for i in rng.integers(0, len(items), 4096)]
+    ctx = mp.get_context(args.start_method)
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_reader, args=(store, order, args.warmup, args.reads, out))
+             for _ in range(args.workers)]
+    for p in procs:
+        p.start()
+    res = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    print(f"[reads] record={rec} B, cached records={len(items)}, "
+          f"block_bytes={args.block_bytes}, workers={args.workers} ({args.start_method})")
+    for i, (dt, misses) in enumerate(res):
+        rate = args.reads / dt
+        print(f"  worker {i}: {rate:,.0f} reads/s  {rate * rec / 1e9:.2f} GB/s  "
+              f"{dt / args.reads * 1e6:.2f} us/read  misses={misses}")
+    store.close()
+
+
+def _plans(kind, n, rng, weights):
+    if kind == "uniform":
+        return rng.permutation(n), None, None
+    idx = rng.choice(n, size=n, replace=True, p=weights / weights.sum())
+    h = weights[idx] >= np.quantile(weights, 0.8)
+    return idx, np.where(h, TIER_H, TIER_L).astype(np.int8), weights[idx]
+
+
+def bench_bookkeeping(args):
+    n, batch = args.samples, args.batch
+    rec = b"r" * 64
+    weights = np.random.default_rng(1).pareto(2.0, n) + 1e-3
+    print(f"[bookkeep] n_samples={n}, batch={batch}, cache={args.fraction:.0%} of the "
+          f"dataset, 64-byte records, {args.epochs} measured epochs after 1 warm-up")
+    for kind in ("uniform", "skewed"):
+        for pol in ("none", "lru", "minio", "importance"):
+            # setup
+            cfg = CacheConfig(cache_bytes=int(args.fraction * n) * 64, policy=pol,
+                              block_bytes=64)
+            d = CacheDirectory(n_samples=n, config=cfg)
+            rng = np.random.default_rng(0)
+            recs = [rec] * max(batch, cfg.package_size)
+            seq = 0
+            t_ann = t_all = 0.0
+            planned = hits = 0
+            for epoch in range(1 + args.epochs):  # epoch 0 is the warm-up
+                idx, tier, imp = _plans(kind, n, rng, weights)
+                for b in range(0, len(idx), batch):
+                    sl = slice(b, b + batch)
+                    t0 = time.perf_counter()
+                    a = d.annotate(idx[sl], None if tier is None else tier[sl],
+                                   None if imp is None else imp[sl], seq=seq)
+                    t1 = time.perf_counter()
+                    for start, stop in a.reads:
+                        d.fill(range(start, stop), recs[:stop - start])
+                    d.release(seq)
+                    t2 = time.perf_counter()
+                    seq += 1
+                    if epoch:
+                        t_ann += t1 - t0
+                        t_all += t2 - t0
+                        planned += len(a)
+                        hits += int(a.hit.sum())
+                d.new_epoch()
+            print(f"  {kind:8s} {pol:10s} hit={hits / planned:6.1%}  annotate "
+                  f"{t_ann / planned * 1e6:5.2f} us/sample  annotate+fill+release "
+                  f"{t_all / planned * 1e6:5.2f} us/sample")
+            d.close()
+
+
+def bench_memory(args):
+    rec = args.record_bytes
+    cache = args.cache_mib << 20
+    for pol in ("lru", "importance"):
+        cfg = CacheConfig(cache_bytes=cache, policy=pol, block_bytes=args.block_bytes,
+                          staging_bytes=args.staging_mib << 20,
+                          max_entries=args.max_entries)
+        d = CacheDirectory(n_samples=args.samples, config=cfg)
+        st = d.store
+        region = len(st._region.data)
+        meta_shared = st._region.meta_bytes
+        slots = st.max_entries
+        per_slot_owner = (st._state.itemsize + st._pool.itemsize + st._last_use.itemsize
+                          + st._free_slots.itemsize + d._index_of.itemsize)
+        pol_bytes = _policy_bytes(d.policy)
+        entries = (cache // rec)
+        total_meta = meta_shared + slots * per_slot_owner + pol_bytes
+        print(f"[memory] policy={pol} cache_bytes={cache} staging_bytes="
+              f"{cfg.staging_bytes} record={rec} B block={args.block_bytes} B "
+              f"slots={slots}")
+        print(f"  shared data region: {region} B (cache_bytes + staging_bytes = "
+              f"{cfg.region_bytes} B)")
+        print(f"  metadata: shared {meta_shared} B, owner per-slot "
+              f"{slots * per_slot_owner} B, policy {pol_bytes} B (heap entries of a "
+              f"full H-cache included); per-dataset-sample index map "
+              f"{len(d._slot_of) * d._slot_of.itemsize} B")
+        print(f"  => {total_meta / entries:.1f} B of metadata per cached {rec}-byte entry "
+              f"({total_meta / slots:.1f} B per slot)")
+        d.close()
+
+
+def _policy_bytes(policy):
+    from array import array
+    total = 0
+    stack = [policy]
+    seen = set()
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        for v in getattr(obj, "__dict__", {}).values():
+            if isinstance(v, array):
+                total += v.itemsize * len(v)
+            elif hasattr(v, "__dict__") or hasattr(v, "__slots__"):
+                stack.append(v)
+        for name in getattr(type(obj), "__slots__", ()):
+            v = getattr(obj, name, None)
+            if isinstance(v, array):
+                total += v.itemsize * len(v)
+            elif v is not None and not isinstance(v, (int, float, str)):
+                stack.append(v)
+    if hasattr(policy, "h"):  # a full H-cache: one 8-byte entry per heap per H entry
+        h_entries = policy.config.h_bytes // max(1, policy.config.block_bytes)
+        total += 2 * 8 * h_entries
+    return total
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--section", choices=["all", "reads", "bookkeep", "memory"],
+                   default="all")
+    p.add_argument("--record-bytes", type=int, default=16384)
+    p.add_argument("--block-bytes", type=int, default=16384)
+    p.add_argument("--cache-mib", type=int, default=256)
+    p.add_argument("--staging-mib", type=int, default=0)
+    p.add_argument("--max-entries", type=int, default=None)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--start-method", default="spawn",
+                   choices=["spawn", "fork", "forkserver"])
+    p.add_argument("--reads", type=int, default=300_000)
+    p.add_argument("--warmup", type=int, default=20_000)
+    p.add_argument("--samples", type=int, default=50_000)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--fraction", type=float, default=0.2)
+    p.add_argument("--epochs", type=int, default=2)
+    args = p.parse_args(argv)
+    if args.section in ("all", "reads"):
+        bench_reads(args)
+    if args.section in ("all", "bookkeep"):
+        bench_bookkeeping(args)
+    if args.section in ("all", "memory"):
+        bench_memory(args)
+
+
+if __name__ == "__main__":
+    main()
