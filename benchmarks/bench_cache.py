@@ -137,48 +137,49 @@ def bench_memory(args):
         slots = st.max_entries
         per_slot_owner = (st._state.itemsize + st._pool.itemsize + st._last_use.itemsize
                           + st._free_slots.itemsize + d._index_of.itemsize)
-        pol_bytes = _policy_bytes(d.policy)
-        entries = (cache // rec)
+        pol_bytes, pol_sample_bytes = _policy_bytes(d.policy, args.samples)
+        entries = cache // rec
         total_meta = meta_shared + slots * per_slot_owner + pol_bytes
+        sample_bytes = len(d._slot_of) * d._slot_of.itemsize + pol_sample_bytes
         print(f"[memory] policy={pol} cache_bytes={cache} staging_bytes="
               f"{cfg.staging_bytes} record={rec} B block={args.block_bytes} B "
               f"slots={slots}")
         print(f"  shared data region: {region} B (cache_bytes + staging_bytes = "
               f"{cfg.region_bytes} B)")
-        print(f"  metadata: shared {meta_shared} B, owner per-slot "
-              f"{slots * per_slot_owner} B, policy {pol_bytes} B (heap entries of a "
-              f"full H-cache included); per-dataset-sample index map "
-              f"{len(d._slot_of) * d._slot_of.itemsize} B")
-        print(f"  => {total_meta / entries:.1f} B of metadata per cached {rec}-byte entry "
-              f"({total_meta / slots:.1f} B per slot)")
+        print(f"  per-entry metadata: shared {meta_shared} B, owner {slots * per_slot_owner}"
+              f" B, policy {pol_bytes} B (incl. heap entries of a full H-cache)")
+        print(f"  => {total_meta / entries:.1f} B per cached {rec}-byte entry "
+              f"({total_meta / slots:.1f} B per slot); plus per dataset sample "
+              f"{sample_bytes / args.samples:.1f} B ({sample_bytes} B for "
+              f"{args.samples} samples)")
         d.close()
 
 
-def _policy_bytes(policy):
+def _policy_bytes(policy, n_samples):
+    """(bytes of per-slot arrays, bytes of per-dataset-sample arrays) of a policy."""
     from array import array
-    total = 0
-    stack = [policy]
-    seen = set()
+    per_slot = per_sample = 0
+    stack, seen = [policy], set()
     while stack:
         obj = stack.pop()
         if id(obj) in seen:
             continue
         seen.add(id(obj))
-        for v in getattr(obj, "__dict__", {}).values():
+        values = list(getattr(obj, "__dict__", {}).values())
+        values += [getattr(obj, n, None) for n in getattr(type(obj), "__slots__", ())]
+        for v in values:
             if isinstance(v, array):
-                total += v.itemsize * len(v)
-            elif hasattr(v, "__dict__") or hasattr(v, "__slots__"):
+                if len(v) == n_samples:
+                    per_sample += v.itemsize * len(v)
+                elif v.typecode != "Q":  # heap entries are counted below
+                    per_slot += v.itemsize * len(v)
+            elif v is not None and not isinstance(v, (int, float, str, bool, dict)) \
+                    and (hasattr(v, "__dict__") or hasattr(type(v), "__slots__")):
                 stack.append(v)
-        for name in getattr(type(obj), "__slots__", ()):
-            v = getattr(obj, name, None)
-            if isinstance(v, array):
-                total += v.itemsize * len(v)
-            elif v is not None and not isinstance(v, (int, float, str)):
-                stack.append(v)
-    if hasattr(policy, "h"):  # a full H-cache: one 8-byte entry per heap per H entry
+    if hasattr(policy, "h"):  # a full H-cache: one 8-byte entry in each of two heaps
         h_entries = policy.config.h_bytes // max(1, policy.config.block_bytes)
-        total += 2 * 8 * h_entries
-    return total
+        per_slot += 2 * 8 * h_entries
+    return per_slot, per_sample
 
 
 def main(argv=None):

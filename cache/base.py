@@ -67,8 +67,9 @@ class CachePolicy:
     def inserted(self, slot: int, pool: int, importance: float, index: int) -> None:
         """``slot`` now holds (or awaits) sample ``index`` of ``importance``."""
 
-    def hit(self, slot: int, importance: float) -> None:
-        """The plan asks for the sample in ``slot``; ``importance`` is NaN if unknown."""
+    def hit(self, slot: int, importance: float, index: int) -> None:
+        """The plan delivers sample ``index`` from ``slot`` (also after a substitution);
+        ``importance`` is NaN if unknown."""
 
     def removed(self, slot: int) -> None:
         """``slot`` was evicted or abandoned."""

@@ -115,13 +115,14 @@ class CacheDirectory:
             delivered, hit, sub = j, s >= 0, False
             if s >= 0:
                 store.touch(s, seq)
-                policy.hit(s, w)
+                policy.hit(s, w, j)
             else:
                 s = policy.substitute(j, t)
                 if s >= 0:
                     # Touch at once: a package loaded below must not reuse this slot.
                     store.touch(s, seq)
                     delivered, hit, sub = index_of[s], True, True
+                    policy.hit(s, math.nan, delivered)
                 run = policy.package(j, t)
                 if run is not None:
                     self._load_package(run[0], run[1], seq, reads)
@@ -129,7 +130,7 @@ class CacheDirectory:
                     s = slot_of[j]
                     if s >= 0:
                         store.touch(s, seq)
-                        policy.hit(s, w)
+                        policy.hit(s, w, j)
                     else:
                         pool = policy.route(t)
                         if pool != LOC_SOURCE:
@@ -173,12 +174,13 @@ class CacheDirectory:
         j = int(idx[0])
         s = self._slot_of[j]
         if s >= 0:
-            self.policy.hit(s, math.nan)
+            self.policy.hit(s, math.nan, j)
         else:
             s = self.policy.substitute(j, int(tier_arr[0]))
             if s < 0:
                 return None
             j = self._index_of[s]
+            self.policy.hit(s, math.nan, j)
         return j, self.store.pool_of(s), s, self.store.generation(s)
 
     def _admit(self, j: int, pool: int, w: float, seq: int, reads) -> int:

@@ -35,11 +35,10 @@ class ImportanceCache(CachePolicy):
         super().__init__(config, capacity, n_samples)
         self.h = HCache(capacity)
         self.l = LCache(capacity)
-        # Sample of each L slot, and the epoch each sample was last delivered from the
-        # L-cache: a sample is a substitute at most once per epoch, even if its package
-        # is evicted and loaded again.
-        self._l_index = array("i", [-1]) * capacity
-        self._l_seen = array("i", [-1]) * n_samples
+        # Epoch (mod 2**15) each sample was last delivered from the L-cache: a sample
+        # is a substitute at most once per epoch, even if its package is evicted and
+        # loaded again (2 bytes per dataset sample).
+        self._l_seen = array("h", [-1]) * n_samples
 
     def pools(self) -> List[Tuple[int, int]]:
         return [(LOC_H, self.config.h_bytes), (LOC_L, self.config.l_bytes)]
@@ -56,10 +55,7 @@ class ImportanceCache(CachePolicy):
     def substitute(self, index: int, tier: int) -> int:
         if tier != TIER_L or not self.config.substitution:
             return -1
-        slot = self.l.take_substitute()
-        if slot >= 0:
-            self._l_seen[self._l_index[slot]] = self.l.epoch
-        return slot
+        return self.l.take_substitute()  # the directory then reports hit()
 
     def package(self, index: int, tier: int) -> Optional[Tuple[int, int]]:
         if tier != TIER_L or self.config.l_bytes == 0:
@@ -72,15 +68,14 @@ class ImportanceCache(CachePolicy):
 
     def inserted(self, slot: int, pool: int, importance: float, index: int) -> None:
         if pool == LOC_L:
-            self._l_index[slot] = index
             self.l.add(slot, used=self._l_seen[index] == self.l.epoch)
         else:
             self.h.insert(slot, importance)
 
-    def hit(self, slot: int, importance: float) -> None:
+    def hit(self, slot: int, importance: float, index: int) -> None:
         if slot in self.l:
             self.l.use(slot)
-            self._l_seen[self._l_index[slot]] = self.l.epoch
+            self._l_seen[index] = self.l.epoch
         elif importance == importance:  # NaN: importance unknown, keep the old one
             self.h.update(slot, importance)
 

@@ -10,7 +10,8 @@ is left the L-cache is exhausted and the lookup is a miss.
 
 Eviction takes the oldest entry, but only once it was used this epoch or has sat a whole
 epoch unused, so a refill never throws away substitutes that are still fresh.
-Memory: 16 bytes per slot (ring cell, ring position, last-used epoch, load epoch).
+Memory: 12 bytes per slot (ring cell and position: int32; last-used and load epochs:
+int16, kept mod 2**15 and compared only for equality).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ class LCache:
         self.capacity = capacity
         self._ring = array("i", [-1]) * max(capacity, 1)
         self._pos = array("i", [-1]) * capacity     # absolute ring position of a slot
-        self._used = array("i", [-1]) * capacity    # epoch the entry was last used in
-        self._loaded = array("i", [-1]) * capacity  # epoch the entry was loaded in
+        # Epochs are kept mod 2**15 (2 bytes) and only compared for equality.
+        self._used = array("h", [-1]) * capacity    # epoch the entry was last used in
+        self._loaded = array("h", [-1]) * capacity  # epoch the entry was loaded in
         self._head = self._tail = self._cursor = 0  # absolute positions
         self._live = 0
         self.unused = 0  # live entries not yet used this epoch
@@ -96,7 +98,7 @@ class LCache:
         while self._head < self._tail:
             slot = ring[self._head % n]
             if slot >= 0 and self._pos[slot] == self._head:
-                if self._used[slot] == self.epoch or self._loaded[slot] < self.epoch:
+                if self._used[slot] == self.epoch or self._loaded[slot] != self.epoch:
                     return slot
                 return -1
             self._head += 1
@@ -104,7 +106,7 @@ class LCache:
 
     def new_epoch(self) -> None:
         """Every cached entry becomes a fresh substitute again."""
-        self.epoch += 1
+        self.epoch = (self.epoch + 1) & 0x7FFF
         self._cursor = self._head
         self.unused = self._live
 

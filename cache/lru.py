@@ -51,7 +51,7 @@ class LRUCache(CachePolicy):
         self._unlink(slot)
         self._push_front(slot)
 
-    def hit(self, slot: int, importance: float) -> None:
+    def hit(self, slot: int, importance: float, index: int) -> None:
         if self._next[self.capacity] != slot:
             self._unlink(slot)
             self._push_front(slot)
