@@ -40,7 +40,8 @@ from collections import deque
 import numpy as np
 
 from .annotation import Annotation, Reads
-from .codes import LOC_L, LOC_SOURCE, LOC_STAGING, TIER_L, TIER_NONE
+from .checks import check_plan
+from .codes import LOC_L, LOC_SOURCE, LOC_STAGING, TIER_L
 from .config import CacheConfig
 from .registry import make_policy
 from .store import LIVE, PENDING, SharedStore
@@ -103,7 +104,7 @@ class CacheDirectory:
             ValueError: lengths differ, an index is out of range, a tier is unknown, an
                 importance is NaN, or ``seq`` went backwards.
         """
-        idx, tier, imp = self._check_plan(indices, tier, importance, seq)
+        idx, tier, imp = check_plan(indices, tier, importance, seq, self._seq, self.n_samples)
         self._seq = seq
         policy, store, slot_of, index_of = (self.policy, self.store, self._slot_of,
                                             self._index_of)
@@ -170,7 +171,8 @@ class CacheDirectory:
         Returns:
             ``(delivered_index, location, slot, generation)`` or None on a miss.
         """
-        idx, tier_arr, _ = self._check_plan([index], [tier], None, max(self._seq, 0))
+        idx, tier_arr, _ = check_plan([index], [tier], None, max(self._seq, 0), self._seq,
+                                         self.n_samples)
         j = int(idx[0])
         s = self._slot_of[j]
         if s >= 0:
@@ -348,32 +350,3 @@ class CacheDirectory:
     def close(self) -> None:
         """Release the shared region (also done on garbage collection)."""
         self.store.close()
-
-    # ------------------------------------------------------------------ checks
-    def _check_plan(self, indices, tier, importance, seq):
-        if isinstance(seq, bool) or not isinstance(seq, (int, np.integer)) \
-                or not self._seq <= seq < 1 << 31:
-            raise ValueError(f"seq={seq!r} must be an int >= the previous seq "
-                             f"{self._seq} and < 2**31; number batches 0, 1, 2, ... in "
-                             f"plan order")
-        idx = np.asarray(indices).ravel()
-        if idx.size and idx.dtype.kind not in "iu":
-            raise ValueError(f"indices must be integers, got dtype {idx.dtype}")
-        idx = idx.astype(np.int64, copy=False)
-        n = len(idx)
-        t = np.zeros(n, np.int8) if tier is None else np.asarray(tier).ravel()
-        w = np.zeros(n, np.float64) if importance is None else np.asarray(
-            importance, np.float64).ravel()
-        if len(t) != n or len(w) != n:
-            raise ValueError(f"{n} indices but {len(t)} tiers and {len(w)} importance "
-                             f"values; pass one of each per index")
-        if n and (idx.min() < 0 or idx.max() >= self.n_samples):
-            bad = int(idx[(idx < 0) | (idx >= self.n_samples)][0])
-            raise ValueError(f"index {bad} is outside 0..{self.n_samples - 1} "
-                             f"(n_samples={self.n_samples}); pass dataset indices")
-        if n and (t.min() < TIER_NONE or t.max() > TIER_L):
-            raise ValueError(f"tier values must be 0 (TIER_NONE), 1 (TIER_H) or "
-                             f"2 (TIER_L); got {sorted(set(t.tolist()))}")
-        if np.isnan(w).any():
-            raise ValueError("importance contains NaN; pass finite numbers")
-        return idx, t.astype(np.int8, copy=False), w

@@ -16,23 +16,18 @@ Allocator:
     flagged contiguous and read with one slice. Accounting is exact in blocks and bytes
     per pool; a pool never hands out more blocks than it has.
 
-Entries and generations (seqlock):
-    Entry slot ``s`` has a shared generation ``gen[s]``: odd while the slot is free or
-    being written, even once its bytes are published. The owner reserves a slot (the
-    generation the bytes *will* carry is ``gen[s] + 1``), writes the bytes, then
-    publishes by storing that even value. Freeing stores an odd value *before* the
-    blocks return to the allocator. A reader given ``(slot, generation)`` checks the
-    generation before and after copying, and the length bounds; on any mismatch it
-    returns ``None`` (a miss: read the source) and never wrong bytes. Ordering relies on
-    stores and loads to the shared mapping being performed in program order, which
-    holds on x86-64 (TSO); weakly ordered CPUs would need fences Python cannot issue.
+Entries and generations (seqlock, see ``reader.py``):
+    The owner reserves a slot (the generation its bytes *will* carry is the slot's odd
+    generation + 1), writes the bytes, then publishes by storing that even value.
+    Freeing stores an odd value *before* the blocks return to the allocator, so a
+    reader still holding the old ``(slot, generation)`` gets ``None``.
 
 Deferred free:
     ``retire(slot)`` removes an entry logically. Its blocks are freed only once the
     owner reports, through ``release(seq)``, that every batch up to ``seq`` that
     referenced the entry (``touch(slot, seq)``) is consumed.
 
-Only the creating process may change the store; any process may :meth:`read`.
+Only the creating process may change the store; any process may read it.
 """
 
 from __future__ import annotations
@@ -44,6 +39,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from .allocator import BlockAllocator
+from .reader import _CONTIG, _LOW31, StoreReader
 from .region import SharedRegion
 
 __all__ = ["SharedStore"]
@@ -59,12 +55,14 @@ def _pid() -> int:
     return _PID[0]
 
 FREE, PENDING, LIVE, RETIRED = 0, 1, 2, 3
-_CONTIG = 1 << 31
-_LOW31 = _CONTIG - 1
 
 
-class SharedStore:
+class SharedStore(StoreReader):
     """Variable-size records in fixed-size blocks of a shared memory region.
+
+    The owner (creating process) reserves, writes, retires and releases entries; any
+    process may :meth:`read` (inherited from :class:`StoreReader`). Pickling yields a
+    :class:`StoreReader` attached to the same memory.
 
     Args:
         pools: ``(pool_id, nbytes)`` pairs; pool ids are small ints (the ``LOC_*``
@@ -122,59 +120,6 @@ class SharedStore:
         self._consumed = -1
         self._used_bytes = {p: 0 for p in self._alloc}
         self._retired_blocks = {p: 0 for p in self._alloc}
-
-    def _map(self) -> None:
-        meta = memoryview(self._region.meta)
-        self._data = memoryview(self._region.data)
-        self._slots = meta[:16 * self.max_entries].cast("q")
-        self._next = meta[16 * self.max_entries:].cast("i")
-        meta.release()
-
-    # ------------------------------------------------------------------ readers
-    def read(self, slot: int, generation: int) -> Optional[bytes]:
-        """Copy out the bytes of entry ``slot`` if it still carries ``generation``.
-
-        Safe in any process attached to the store, concurrently with the owner.
-
-        Args:
-            slot: entry slot from the cache directory's annotation.
-            generation: generation the annotation expects (even).
-
-        Returns:
-            The record bytes, or None if the entry is absent, being written, reused or
-            inconsistent (the caller reads the source instead).
-        """
-        if not 0 <= slot < self.max_entries:
-            return None
-        slots = self._slots
-        g = slots[2 * slot]
-        if g != generation or g & 1:
-            return None
-        w = slots[2 * slot + 1]
-        n = w >> 32
-        first = w & _LOW31
-        bb = self.block_bytes
-        if n < 0 or first >= self.n_blocks:
-            return None
-        if w & _CONTIG:
-            off = first * bb
-            if off + n > self.region_bytes:
-                return None
-            out = self._data[off:off + n].tobytes()
-        else:
-            parts = []
-            b, rest, nxt, nb = first, n, self._next, self.n_blocks
-            while rest > 0:
-                if not 0 <= b < nb:
-                    return None
-                take = bb if rest > bb else rest
-                parts.append(self._data[b * bb:b * bb + take])
-                rest -= take
-                b = nxt[b]
-            out = b"".join(parts)
-        if slots[2 * slot] != g:
-            return None
-        return out
 
     # ------------------------------------------------------------------ owner
     def _check_owner(self) -> None:
@@ -365,63 +310,3 @@ class SharedStore:
         self._free_slots[self._n_free_slots] = slot
         self._n_free_slots += 1
 
-    def entry_blocks(self, slot: int) -> list:
-        """Block ids of live or retired ``slot`` in chain order (for checks and tests)."""
-        w = self._slots[2 * slot + 1]
-        need = self.blocks_for(w >> 32)
-        b = w & _LOW31
-        if w & _CONTIG:
-            return list(range(b, b + need))
-        out = []
-        for _ in range(need):
-            out.append(b)
-            b = self._next[b]
-        return out
-
-    # ------------------------------------------------------------------ lifetime
-    def close(self) -> None:
-        """Unmap the region; the owner also closes its descriptors. Idempotent."""
-        for name in ("_data", "_slots", "_next"):
-            mv = self.__dict__.pop(name, None)
-            if mv is not None:
-                mv.release()
-        region = self.__dict__.get("_region")
-        if region is not None:
-            region.close()
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return "_data" not in self.__dict__
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown; nothing to report to
-            pass
-
-    def __enter__(self) -> "SharedStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __reduce__(self):
-        if self.closed:
-            raise ValueError("cannot share a closed SharedStore")
-        return (_attach, (self._region, self.region_bytes, self.block_bytes,
-                          self.n_blocks, self.max_entries))
-
-
-def _attach(region: SharedRegion, region_bytes: int, block_bytes: int, n_blocks: int,
-            max_entries: int) -> SharedStore:
-    """Rebuild a read-only view of a store in another process (pickle hook)."""
-    store = SharedStore.__new__(SharedStore)
-    store._owner_pid = None
-    store._region = region
-    store.region_bytes = region_bytes
-    store.block_bytes = block_bytes
-    store.n_blocks = n_blocks
-    store.max_entries = max_entries
-    store._map()
-    return store

@@ -10,6 +10,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from impact_loader.cache.reader import StoreReader
 from impact_loader.cache.store import LIVE, PENDING, RETIRED, SharedStore
 
 H, L = 1, 2
@@ -102,11 +103,27 @@ def test_pickle_in_same_process_attaches_read_only():
         a = s.reserve(H)
         s.write(a, b"hello")
         r = pickle.loads(pickle.dumps(s))
+        assert type(r) is StoreReader and not hasattr(r, "reserve")
         assert r.read(a, s.generation(a)) == b"hello"
-        r._owner_pid = -1  # an attached copy is never the owner
-        with pytest.raises(RuntimeError, match="only the process that created"):
-            r.reserve(H)
+        with pytest.raises(ValueError, match="only the process that created"):
+            pickle.dumps(r)
         r.close()
+        assert s.read(a, s.generation(a)) == b"hello"  # the owner's view is unaffected
+
+
+def test_forked_child_cannot_change_the_store():
+    import os
+    with _store() as s:
+        pid = os.fork()
+        if pid == 0:  # child: must refuse to write; exit code reports the outcome
+            try:
+                s.reserve(H)
+                code = 1
+            except RuntimeError:
+                code = 0
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_read_rejects_bad_slot_and_generation():
