@@ -106,7 +106,11 @@ def bench_bookkeeping(args):
                     a = d.annotate(idx[sl], None if tier is None else tier[sl],
                                    None if imp is None else imp[sl], seq=seq)
                     t1 = time.perf_counter()
-                    for start, stop in a.reads:
+                    singles = a.reads.singles  # one batched random read
+                    for i in range(0, len(singles), len(recs)):
+                        part = singles[i:i + len(recs)]
+                        d.fill(part, recs[:len(part)])
+                    for start, stop in a.reads.packages:  # sequential package reads
                         d.fill(range(start, stop), recs[:stop - start])
                     d.release(seq)
                     t2 = time.perf_counter()

@@ -38,6 +38,17 @@ class Reads:
         return zip(self.start.tolist(), self.stop.tolist())
 
     @property
+    def singles(self) -> np.ndarray:
+        """Indices of the single-sample reads (random reads; batch them in one fill)."""
+        return self.start[self.stop - self.start == 1]
+
+    @property
+    def packages(self):
+        """``(start, stop)`` pairs of the multi-sample runs (sequential reads)."""
+        many = self.stop - self.start > 1
+        return list(zip(self.start[many].tolist(), self.stop[many].tolist()))
+
+    @property
     def n_samples(self) -> int:
         """Total samples to read."""
         return int((self.stop - self.start).sum())

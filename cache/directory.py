@@ -9,9 +9,11 @@ index<->slot maps and the chosen policy. The protocol, per batch ``seq`` (0, 1, 
    misses the policy admits get a reserved slot (evicting through the policy's
    ``victim`` hook); L-refills schedule a whole package. ``a.reads`` lists the storage
    reads in plan order: single indices and ``(start, stop)`` package runs.
-2. **Prefetch** (main process, any thread holding the sampler's lock) -- for each
-   ``(start, stop)`` in ``a.reads``: ``directory.fill(range(start, stop),
-   source.read_many(range(start, stop)))``. Bytes for indices with no pending slot
+2. **Prefetch** (main process; the directory is not thread-safe, so prefetch threads
+   call it under one lock) -- for each ``(start, stop)`` in ``a.reads``:
+   ``directory.fill(range(start, stop), source.read_many(range(start, stop)))``; the
+   single reads may also be gathered, ``s = a.reads.singles``:
+   ``directory.fill(s, source.read_many(s))``. Bytes for indices with no pending slot
    are ignored, so a package run may include already cached samples.
 3. **Read** (DataLoader workers, any process) -- ``store.read(slot, generation)`` for
    each item whose ``location`` is not ``LOC_SOURCE``; ``None`` means: read the source.
@@ -40,6 +42,7 @@ from collections import deque
 import numpy as np
 
 from .annotation import Annotation, Reads
+from .base import CachePolicy
 from .checks import check_plan
 from .codes import LOC_L, LOC_SOURCE, LOC_STAGING, TIER_L
 from .config import CacheConfig
@@ -76,6 +79,10 @@ class CacheDirectory:
         self.store = SharedStore(pools=pools, block_bytes=config.block_bytes,
                                  max_entries=capacity)
         self._pools = [p for p, _ in pools]
+        # Skip the L-cache hooks for policies that do not implement them (hot loop).
+        kind = type(self.policy)
+        self._l_hooks = (kind.substitute is not CachePolicy.substitute
+                         or kind.package is not CachePolicy.package)
         self._slot_of = array("i", [-1]) * n_samples
         self._index_of = array("i", [-1]) * capacity
         self._pending = {p: 0 for p in self._pools}
@@ -109,6 +116,7 @@ class CacheDirectory:
         policy, store, slot_of, index_of = (self.policy, self.store, self._slot_of,
                                             self._index_of)
         staging = LOC_STAGING in self._pending
+        l_hooks = self._l_hooks
         reads = ([], [], [])
         out_idx, out_slot, out_gen, out_loc, out_hit, out_sub = [], [], [], [], [], []
         for j, t, w in zip(idx.tolist(), tier.tolist(), imp.tolist()):
@@ -118,13 +126,13 @@ class CacheDirectory:
                 store.touch(s, seq)
                 policy.hit(s, w, j)
             else:
-                s = policy.substitute(j, t)
+                s = policy.substitute(j, t) if l_hooks else -1
                 if s >= 0:
                     # Touch at once: a package loaded below must not reuse this slot.
                     store.touch(s, seq)
                     delivered, hit, sub = index_of[s], True, True
                     policy.hit(s, math.nan, delivered)
-                run = policy.package(j, t)
+                run = policy.package(j, t) if l_hooks else None
                 if run is not None:
                     self._load_package(run[0], run[1], seq, reads)
                 if s < 0:
@@ -253,7 +261,7 @@ class CacheDirectory:
             ValueError: lengths differ, an index is out of range, or a record is larger
                 than the pool it was admitted to.
         """
-        indices = list(indices)
+        indices = indices.tolist() if isinstance(indices, np.ndarray) else list(indices)
         if len(indices) != len(records):
             raise ValueError(f"fill got {len(indices)} indices but {len(records)} "
                              f"records; pass one record per index")

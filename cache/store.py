@@ -292,17 +292,21 @@ class SharedStore(StoreReader):
         return len(freed)
 
     def _free(self, slot: int) -> None:
-        g = self._slots[2 * slot]
+        slots = self._slots
+        g = slots[2 * slot]
         pool = self._pool[slot]
         # Odd generation first: readers of the old bytes see the change and miss. A
         # never-published slot skips the generation its reservation promised.
-        self._slots[2 * slot] = g + 2 if g & 1 else g + 1
+        slots[2 * slot] = g + 2 if g & 1 else g + 1
         if not g & 1:  # published: give its blocks back
-            n = self._slots[2 * slot + 1] >> 32
-            need = self.blocks_for(n)
+            w = slots[2 * slot + 1]
+            n = w >> 32
+            need = -(-n // self.block_bytes)
             if self._state[slot] == RETIRED:
                 self._retired_blocks[pool] -= need
-            if need:
+            if need == 1:
+                self._alloc[pool].free([w & _LOW31])
+            elif need:
                 self._alloc[pool].free(self.entry_blocks(slot))
             self._used_bytes[pool] -= n
         self._state[slot] = FREE

@@ -86,16 +86,42 @@ def test_bad_arguments(kwargs, match):
         _store(**kwargs)
 
 
-def test_close_is_idempotent_and_gc_unmaps():
+def _held_by_me(inode):
+    import os
+    fds = [f for f in os.listdir("/proc/self/fd")
+           if _safe_ino(f"/proc/self/fd/{f}") == inode]
+    with open("/proc/self/maps") as f:
+        maps = [line for line in f if f" {inode} " in line and "memfd:" in line]
+    return bool(fds or maps)
+
+
+def _safe_ino(path):
+    import os
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def test_close_is_idempotent_and_releases_the_region():
+    import os
     s = _store()
+    inode = os.fstat(s._region.fds[0]).st_ino
+    assert _held_by_me(inode)
     s.close()
     s.close()
-    assert s.closed
+    assert s.closed and not _held_by_me(inode)
     with pytest.raises(ValueError, match="closed"):
         pickle.dumps(s)
-    s2 = _store()
-    del s2
+
+
+def test_garbage_collection_releases_the_region():
+    import os
+    s = _store()
+    inode = os.fstat(s._region.fds[0]).st_ino
+    del s
     gc.collect()
+    assert not _held_by_me(inode)
 
 
 def test_pickle_in_same_process_attaches_read_only():
