@@ -22,6 +22,7 @@ def f32(x):
     return float(np.float32(x))
 
 
+@settings(deadline=None)
 @given(st.lists(keys, min_size=2, max_size=50))
 def test_order_bits_preserve_order(values):
     for a, b in zip(values, values[1:]):
