@@ -141,7 +141,7 @@ def bench_memory(args):
         slots = st.max_entries
         per_slot_owner = (st._state.itemsize + st._pool.itemsize + st._last_use.itemsize
                           + st._free_slots.itemsize + d._index_of.itemsize)
-        pol_bytes, pol_sample_bytes = _policy_bytes(d.policy, args.samples)
+        pol_bytes, pol_sample_bytes = _policy_bytes(d.policy, args.samples, rec, slots)
         entries = cache // rec
         total_meta = meta_shared + slots * per_slot_owner + pol_bytes
         sample_bytes = len(d._slot_of) * d._slot_of.itemsize + pol_sample_bytes
@@ -159,7 +159,7 @@ def bench_memory(args):
         d.close()
 
 
-def _policy_bytes(policy, n_samples):
+def _policy_bytes(policy, n_samples, record_bytes, slots):
     """(bytes of per-slot arrays, bytes of per-dataset-sample arrays) of a policy."""
     from array import array
     per_slot = per_sample = 0
@@ -181,7 +181,7 @@ def _policy_bytes(policy, n_samples):
                     and (hasattr(v, "__dict__") or hasattr(type(v), "__slots__")):
                 stack.append(v)
     if hasattr(policy, "h"):  # a full H-cache: one 8-byte entry in each of two heaps
-        h_entries = policy.config.h_bytes // max(1, policy.config.block_bytes)
+        h_entries = min(slots, policy.config.h_bytes // record_bytes)
         per_slot += 2 * 8 * h_entries
     return per_slot, per_sample
 
