@@ -43,7 +43,10 @@ class CacheConfig:
         block_bytes: allocation unit in bytes (default 4096); a record occupies
             ``ceil(len / block_bytes)`` blocks.
         max_entries: number of entry slots (default: one per block, which can never
-            run out). Each slot costs 32 bytes of shared metadata.
+            run out). Per-slot metadata is allocated up front: 42 bytes per slot for
+            the baselines, 62 for ``importance`` (plus 4 bytes per block), so for
+            records spanning several blocks pass about ``1.2 * cache_bytes /
+            mean_record_bytes`` to stay near 64 bytes per cached entry.
     """
 
     cache_bytes: int = 0

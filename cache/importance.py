@@ -5,7 +5,9 @@
 * TIER_H (and TIER_NONE) samples go to the H-cache (``hcache.py``): a miss is admitted
   only if its importance is higher than the cached minimum, which is evicted; while
   the pool has room every miss is admitted. Importance updates during an epoch go to
-  the shadow heap, swapped in by :meth:`new_epoch`.
+  the shadow heap, swapped in by :meth:`new_epoch`. A uniform plan (all TIER_NONE,
+  equal importance) therefore behaves like ``minio`` on the H share only: the L share
+  is filled by L-samples alone, so prefer ``minio`` for purely uniform training.
 * TIER_L samples are served by the L-cache (``lcache.py``): a cached L-sample is a hit;
   a missed one is answered by a substitute (cached, not yet used this epoch) when
   ``substitution`` is on. When fewer than ``package_size`` substitutes are left (or on
