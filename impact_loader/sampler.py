@@ -113,6 +113,10 @@ class ImportanceSampler(Sampler):
         self._inflight: deque = deque()  # CUDA reports still being copied to the host
         self._stats = SamplerStats()
         self._reports = ReportRouter(self.table, self._stats, self.config.nonfinite)
+        # An ImpactDataset with a cache wires its pipeline in as this sampler's annotator.
+        attach = getattr(dataset, "_attach_sampler", None)
+        if callable(attach):
+            attach(self)
 
     # ------------------------------------------------------------------ epochs
     @property
