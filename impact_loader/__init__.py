@@ -7,6 +7,8 @@ from .arrow_source import ArrowSource, write_arrow
 from .errors import (CorruptRecordError, DatasetExistsError, DatasetNotFoundError,
                      ImpactLoaderError, NotADatasetError, PrefetchError,
                      SchemaMismatchError, SourceError)
+from .dataset import ImpactDataset
+from .loader import ImpactLoader
 from .lmdb_source import AsciiKeys, LMDBSource, write_lmdb
 from .pagecache import evict_page_cache, resident_bytes
 from .plan import BatchPlan
@@ -25,6 +27,8 @@ __all__ = [
     "CorruptRecordError",
     "DatasetExistsError",
     "DatasetNotFoundError",
+    "ImpactDataset",
+    "ImpactLoader",
     "ImpactLoaderError",
     "ImportanceSampler",
     "LMDBSource",

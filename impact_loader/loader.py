@@ -1,0 +1,96 @@
+"""ImpactLoader: a DataLoader that builds the ImportanceSampler and measures data-wait."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, Iterator, List
+
+from torch.utils.data import DataLoader
+
+from .sampler import ImportanceSampler
+
+__all__ = ["ImpactLoader"]
+
+
+class ImpactLoader(DataLoader):
+    """A ``torch.utils.data.DataLoader`` over an ImpactDataset with an ImportanceSampler.
+
+    Equivalent to ``DataLoader(dataset, batch_sampler=ImportanceSampler(...), ...)``
+    plus the time the training loop waits for each batch (data-wait).
+
+    Args:
+        dataset: an :class:`ImpactDataset` (any map-style dataset works; the cache
+            is used only with an ImpactDataset that has ``cache_bytes > 0``).
+        batch_size: samples per batch.
+        policy: selection policy name (see :class:`ImportanceSampler`).
+        seed: seed of the epoch plans.
+        drop_last: drop the last incomplete batch.
+        sampler_options: keyword arguments for :class:`ImportanceSampler`
+            (``num_replicas``, ``rank``, ``config`` or config fields).
+        **dataloader_kwargs: passed to ``DataLoader`` (``num_workers``,
+            ``pin_memory``, ``collate_fn``, ``persistent_workers``, ...).
+
+    Attributes:
+        sampler: the :class:`ImportanceSampler` (also ``batch_sampler``).
+        data_wait: seconds the loop waited for each batch of the last epoch.
+        step_time: seconds between consecutive batches of the last epoch.
+    """
+
+    def __init__(self, dataset: Any, batch_size: int, *, policy: str = "impact",
+                 seed: int = 0, drop_last: bool = False,
+                 sampler_options: Dict[str, Any] = None, **dataloader_kwargs: Any) -> None:
+        for bad in ("sampler", "batch_sampler", "shuffle", "batch_size"):
+            if bad in dataloader_kwargs:
+                raise ValueError(f"{bad}= cannot be given to ImpactLoader, which builds "
+                                 "its own ImportanceSampler; use DataLoader(dataset, "
+                                 "batch_sampler=...) to bring your own")
+        sampler = ImportanceSampler(dataset, batch_size, policy=policy, seed=seed,
+                                    drop_last=drop_last, **(sampler_options or {}))
+        workers = dataloader_kwargs.get("num_workers", 0)
+        pipeline = getattr(dataset, "pipeline", None)
+        if pipeline is not None:
+            # How many batches the DataLoader may hold ahead of the loop (the safe
+            # distance for reusing cache memory).
+            factor = dataloader_kwargs.get("prefetch_factor") or 2
+            pipeline.outstanding = max(1, workers * factor) + 1
+        super().__init__(dataset, batch_sampler=sampler, **dataloader_kwargs)
+        object.__setattr__(self, "sampler", sampler)  # DataLoader guards this name
+        self.data_wait: List[float] = []
+        self.step_time: List[float] = []
+
+    def __iter__(self) -> Iterator[Any]:
+        self.data_wait = []
+        self.step_time = []
+        it = super().__iter__()
+        last = None
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            now = time.perf_counter()
+            self.data_wait.append(now - start)
+            if last is not None:
+                self.step_time.append(now - last)
+            last = now
+            yield batch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch of the next pass (as ``sampler.set_epoch``)."""
+        self.sampler.set_epoch(epoch)
+
+    def update(self, indices: Any, losses: Any) -> None:
+        """Report per-sample losses (as ``sampler.update``)."""
+        self.sampler.update(indices, losses)
+
+    def stats(self) -> Dict[str, Any]:
+        """Sampler counters, cache pipeline counters and data-wait of the last epoch."""
+        out: Dict[str, Any] = dict(self.sampler.stats())
+        pipeline = getattr(self.dataset, "pipeline", None)
+        if pipeline is not None:
+            out.update(pipeline.stats())
+        wait, steps = sum(self.data_wait), sum(self.step_time)
+        out.update(data_wait_seconds=wait, batches=len(self.data_wait),
+                   data_wait_share=(wait / steps) if steps > 0 else 0.0)
+        return out
