@@ -25,6 +25,10 @@ _registry_lock = threading.Lock()
 
 
 def _forget_inherited_envs() -> None:
+    global _registry_lock
+    # Another thread of the parent (e.g. a prefetch thread) may have held the lock at
+    # the moment of fork; the child's copy would then stay locked forever.
+    _registry_lock = threading.Lock()
     for env, _ in _registry.values():
         try:
             env.close()

@@ -211,3 +211,31 @@ def test_map_grows_when_full(tmp_path):
     samples = ({"p": np.full(30000, i % 255, np.uint8)} for i in range(200))
     s = il.write_lmdb(str(tmp_path / "g"), samples, map_size=1 << 20, txn_samples=16)
     assert len(s) == 200 and int(s.decode(s.read_many([199])[0])["p"][0]) == 199 % 255
+
+
+def test_fork_while_another_thread_holds_the_registry_lock(src):
+    import threading
+
+    from impact_loader import _lmdb_env
+
+    src.close()
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with _lmdb_env._registry_lock:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(10)
+    try:
+        ctx = mp.get_context("fork")
+        q = ctx.Queue()
+        p = ctx.Process(target=_child_reads, args=(src.path, q))
+        p.start()
+        assert q.get(timeout=30) == [3, 4]  # the child did not inherit a held lock
+        p.join(30)
+    finally:
+        release.set()
+        t.join()
