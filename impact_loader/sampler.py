@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from ._tensors import as_numpy, on_cuda, start_host_copy
 from .plan import BatchPlan
 from .sampling import distributed as _dist
 from .sampling.base import epoch_rng
@@ -204,10 +205,10 @@ class ImportanceSampler(Sampler):
             IndexError: an index is outside [0, N). TypeError: non-integer indices.
         """
         self._drain(block=False)
-        if _on_cuda(indices) or _on_cuda(losses):
-            self._inflight.append(_start_host_copy(indices, losses))
+        if on_cuda(indices) or on_cuda(losses):
+            self._inflight.append(start_host_copy(indices, losses))
         else:
-            self._ingest(_as_numpy(indices), _as_numpy(losses))
+            self._ingest(as_numpy(indices), as_numpy(losses))
         self._reports.calls_since_merge += 1
         every = self.config.sync_every
         if every and self._reports.calls_since_merge >= every:
@@ -338,46 +339,3 @@ def _check_int(name: str, value: Any, low: int, fix: str) -> None:
         raise TypeError(f"{name}={value!r} must be an int; {fix}")
     if value < low:
         raise ValueError(f"{name}={value!r} must be >= {low}; {fix}")
-
-
-_HALF = (torch.float16, torch.bfloat16)
-
-
-def _on_cuda(x: Any) -> bool:
-    return isinstance(x, torch.Tensor) and x.is_cuda
-
-
-def _as_numpy(x: Any) -> Any:
-    """A CPU numpy view of a tensor (detached; half precision widened); others as is."""
-    if not isinstance(x, torch.Tensor):
-        return x
-    if x.requires_grad:
-        x = x.detach()
-    if not x.is_cpu:
-        x = x.cpu()
-    if x.dtype in _HALF:
-        x = x.float()
-    return x.numpy()
-
-
-def _start_host_copy(indices: Any, losses: Any) -> tuple:
-    """Queue device-to-host copies into pinned buffers and record an event after them.
-
-    The training step is not blocked: the copies run on the current stream and the
-    values are read once the event has completed. torch caches pinned host blocks, so
-    the small allocations are cheap after the first steps.
-    """
-    out = []
-    for x in (indices, losses):
-        t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-        t = t.detach()
-        if t.dtype in _HALF:
-            t = t.float()
-        if t.device.type == "cuda":
-            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-            host.copy_(t, non_blocking=True)
-            t = host
-        out.append(t)
-    event = torch.cuda.Event()
-    event.record()
-    return out[0], out[1], event
