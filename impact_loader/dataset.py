@@ -19,7 +19,11 @@ import numpy as np
 from .plan import LOC_SOURCE, BatchPlan
 from .source import check_indices
 
-__all__ = ["ImpactDataset"]
+__all__ = ["ImpactDataset", "DEFAULT_STAGING_BYTES"]
+
+#: Shared memory for prefetched samples the cache does not keep (bytes), on top of
+#: ``cache_bytes``; pass ``staging_bytes=`` to change it.
+DEFAULT_STAGING_BYTES = 32 << 20
 
 
 class ImpactDataset:
@@ -32,7 +36,8 @@ class ImpactDataset:
         cache_policy: name of the cache policy (``"importance"``, ``"lru"``,
             ``"minio"``, ``"none"``).
         **cache_options: further :class:`impact_loader.cache.config.CacheConfig`
-            fields (package size, H/L split, staging bytes, substitution, ...).
+            fields (``package_size``, ``h_fraction``, ``substitution``,
+            ``staging_bytes`` — default :data:`DEFAULT_STAGING_BYTES`, ...).
 
     Raises:
         ValueError: ``cache_bytes`` is negative, or a cache option is invalid.
@@ -71,6 +76,10 @@ class ImpactDataset:
 
         options = dict(self.cache_options)
         options.setdefault("block_bytes", self._block_bytes_for(self.source))
+        # Misses the cache does not keep still go through the prefetcher, which parks
+        # their bytes in staging until the batch is consumed; without it workers would
+        # read them one request at a time.
+        options.setdefault("staging_bytes", DEFAULT_STAGING_BYTES)
         config = CacheConfig(cache_bytes=self.cache_bytes, policy=self.cache_policy,
                              **options)
         self.directory = CacheDirectory(n_samples=len(self.source), config=config)
