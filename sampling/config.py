@@ -37,10 +37,11 @@ class SamplingConfig:
         warmup_epochs: epochs at the start of training that visit the full data set
             under ``impact`` (losses are uninformative until the model has seen the data).
             >= 0. Default 5, the warm-up used by ImPACT / iCache.
-        trained_fraction: share of the data set that ``impact`` selects by importance in
-            a selection epoch, in (0, 1]. Default 0.5: ImPACT reports negligible accuracy
-            loss when training on about half of the samples per epoch. The re-evaluated
-            samples (``reeval_share``) come on top of this.
+        trained_fraction: share of the data set that ``impact`` trains on in a
+            selection epoch, in (0, 1]: the samples chosen by importance *and* the
+            re-evaluated ones (``reeval_share``) together. Default 0.5: ImPACT reports
+            negligible accuracy loss when training on about half of the samples per
+            epoch.
         h_share: share of an epoch's planned samples, by descending importance, marked
             H-tier (the rest are L-tier), in [0, 1]. Default 0.7, the H-cache share of
             ImPACT / iCache.

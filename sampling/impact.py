@@ -4,11 +4,13 @@
   model say little about importance).
 - Refresh: after warm-up, every ``refresh_every``-th epoch visits every sample again, so
   every score is renewed.
-- Selection epochs: ``trained_fraction`` of the samples are drawn without replacement
-  with probability proportional to the smoothed score (Efraimidis-Spirakis weighted
-  sampling, so high-importance samples are likely but not certain to be picked), plus
-  ``reeval_share`` of the remaining samples, the most stale scores first (never-scored
-  samples are the stalest), so a low-importance sample whose loss grows comes back.
+- Selection epochs train on ``trained_fraction`` of the samples (the *f* of DESIGN.md's
+  physical bound): k of them drawn without replacement with probability proportional
+  to the smoothed score (Efraimidis-Spirakis weighted sampling, so high-importance
+  samples are likely but not certain to be picked), and the rest of the budget spent on
+  ``reeval_share`` of the n - k samples left out, the most stale scores first
+  (never-scored samples are the stalest), so a low-importance sample whose loss grows
+  comes back. With the defaults (0.5, 0.25): k = N/3 by importance, N/6 re-evaluated.
 
 In every epoch, including warm-up and refresh epochs (the cache layer relies on it), the
 top ``h_share`` of the planned samples by importance are H-tier and the rest L-tier.
@@ -61,20 +63,26 @@ class ImpactPolicy:
         if kind != KIND_SELECT:
             chosen = rng.permutation(n).astype(np.int64, copy=False)
         else:
-            k = min(n, max(1, int(cfg.trained_fraction * n + 0.5)))
+            # trained_fraction is the whole epoch: k samples chosen by importance plus
+            # r re-evaluated ones, r = reeval_share of the n - k left out.
+            budget = min(n, max(1, int(cfg.trained_fraction * n + 0.5)))
+            share = cfg.reeval_share
+            k = budget if share >= 1 and budget == n else (
+                int(round((budget - share * n) / (1 - share))) if share < 1 else 0)
+            k = min(budget, max(0, k))
             probs = smoothed_probs(scores, cfg.smoothing)
             # Weighted sampling without replacement: the k smallest Exp(1) / p_i.
             # Zero-probability samples get an infinite key and come last.
             with np.errstate(divide="ignore"):
                 keys = rng.standard_exponential(n) / probs
-            if k < n:
+            if 0 < k < n:
                 picked = np.argpartition(keys, k - 1)[:k]
             else:
-                picked = np.arange(n)
+                picked = np.arange(n) if k == n else np.empty(0, np.int64)
             rest = np.ones(n, dtype=bool)
             rest[picked] = False
             rest_idx = np.flatnonzero(rest)
-            r = int(cfg.reeval_share * rest_idx.size + 0.5)
+            r = budget - k
             if r > 0:
                 # Stalest first; the random fraction breaks ties between equal epochs.
                 age_key = table.last_epoch[rest_idx] + rng.random(rest_idx.size)

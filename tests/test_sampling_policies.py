@@ -140,13 +140,15 @@ def test_impact_selection_epoch_sizes_importance_and_staleness():
     cfg = SamplingConfig(warmup_epochs=5, trained_fraction=0.5, reeval_share=0.25)
     sel = make_policy("impact", cfg).select(t, 5, epoch_rng(0, 5))
     assert sel.kind == "select"
-    k = 5000
-    r = int(0.25 * (n - k) + 0.5)
-    assert sel.indices.size == k + r and sel.reevaluated == r
+    # the whole epoch is trained_fraction * n; a quarter of those left out is rescored
+    k = round((5000 - 0.25 * n) / 0.75)
+    r = 5000 - k
+    assert sel.indices.size == 5000 and sel.reevaluated == r
+    assert abs(r - 0.25 * (n - k)) <= 1
     assert len(np.unique(sel.indices)) == sel.indices.size
     chosen = np.zeros(n, bool)
     chosen[sel.indices] = True
-    assert chosen[:1000].mean() > 0.95  # important ones almost surely in
+    assert chosen[:1000].mean() > 0.9  # important ones almost surely in
     assert chosen[5000:5500].all()  # the stalest unselected are re-evaluated
     assert (sel.tier == TIER_H).sum() == int(0.7 * sel.indices.size + 0.5)
 
