@@ -5,11 +5,12 @@ Public names are imported here and listed in ``__all__``; see the README for a t
 
 from .arrow_source import ArrowSource, write_arrow
 from .errors import (CorruptRecordError, DatasetExistsError, DatasetNotFoundError,
-                     ImpactLoaderError, NotADatasetError, PrefetchError,
+                     ImpactLoaderError, NotADatasetError, PortInUseError, PrefetchError,
                      SchemaMismatchError, SourceError)
 from .dataset import ImpactDataset
 from .loader import ImpactLoader
 from .lmdb_source import AsciiKeys, LMDBSource, write_lmdb
+from . import metrics
 from .pagecache import evict_page_cache, resident_bytes
 from .plan import BatchPlan
 from .records import decode, encode
@@ -34,6 +35,7 @@ __all__ = [
     "LMDBSource",
     "NotADatasetError",
     "PROFILES",
+    "PortInUseError",
     "PrefetchError",
     "SamplingConfig",
     "SchemaMismatchError",
@@ -44,6 +46,7 @@ __all__ = [
     "decode",
     "encode",
     "evict_page_cache",
+    "metrics",
     "resident_bytes",
     "write_arrow",
     "write_lmdb",

@@ -8,14 +8,20 @@ from the source, so the cache can only make things faster, never wrong.
 
 Every item is ``(sample, index)`` with the index actually delivered, so with the
 default collate a batch is ``(samples, indices)``.
+
+Counting: every read is counted in :attr:`ImpactDataset.counters`, a table shared with
+the DataLoader workers (see :mod:`impact_loader.counters`), so the main process sees
+what the workers read (``ImpactLoader.stats()``, :mod:`impact_loader.metrics`).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .counters import WorkerCounters
 from .plan import LOC_SOURCE, BatchPlan
 from .source import check_indices
 
@@ -38,6 +44,12 @@ class ImpactDataset:
         **cache_options: further :class:`impact_loader.cache.config.CacheConfig`
             fields (``package_size``, ``h_fraction``, ``substitution``,
             ``staging_bytes`` — default :data:`DEFAULT_STAGING_BYTES`, ...).
+
+    Attributes:
+        counters: the :class:`impact_loader.counters.WorkerCounters` of every process
+            reading through this dataset (cache hits and misses per tier, source
+            requests, bytes and latency); ``ImpactLoader.stats()`` and the metrics
+            exporter sum them.
 
     Raises:
         ValueError: ``cache_bytes`` is negative, or a cache option is invalid.
@@ -64,9 +76,11 @@ class ImpactDataset:
         self.directory = None  # the main process's CacheDirectory, see _make_directory
         self.store = None
         self.pipeline = None  # set when an ImportanceSampler attaches
+        # Shared with the workers; made before the first read, so the size probe counts.
+        self.counters = WorkerCounters()
         if self.cache_bytes > 0:
             self._make_directory()
-        # Counts of this process (a worker's counts travel back with its batches).
+        # Counts of this process only (every process's are in self.counters).
         self.store_hits = 0
         self.source_reads = 0
 
@@ -75,7 +89,7 @@ class ImpactDataset:
         from .cache.directory import CacheDirectory
 
         options = dict(self.cache_options)
-        options.setdefault("block_bytes", self._block_bytes_for(self.source))
+        options.setdefault("block_bytes", self._block_bytes_for(_Counted(self)))
         # Misses the cache does not keep still go through the prefetcher, which parks
         # their bytes in staging until the batch is consumed; without it workers would
         # read them one request at a time.
@@ -128,33 +142,53 @@ class ImpactDataset:
         sample = self.source.decode(raw)
         return self.transform(sample) if self.transform is not None else sample
 
+    def _read_source(self, indices: Any) -> List[Any]:
+        """``source.read_many(indices)``, counted (requests, records, bytes, latency)."""
+        start = time.perf_counter()
+        raws = self.source.read_many(indices)
+        self.counters.record_source(len(raws), sum(len(r) for r in raws),
+                                    time.perf_counter() - start)
+        return raws
+
     def __getitem__(self, index: int) -> Tuple[Any, int]:
         """Read sample ``index`` from the source (no cache): ``(sample, index)``."""
         idx = check_indices([index], len(self.source), "ImpactDataset")
-        return self._finish(self.source.read_many(idx)[0]), int(idx[0])
+        raw = self._read_source(idx)[0]
+        self.counters.record_items(_ZERO, (1, 0, 0))
+        return self._finish(raw), int(idx[0])
 
     def __getitems__(self, plan: Any) -> List[Tuple[Any, int]]:
         """Read one batch: a :class:`BatchPlan` or a sequence of int indices."""
         if not isinstance(plan, BatchPlan):
             idx = check_indices(list(plan), len(self.source), "ImpactDataset")
-            return [(self._finish(r), i) for r, i in
-                    zip(self.source.read_many(idx), idx.tolist())]
+            raws = self._read_source(idx)
+            self.counters.record_items(_ZERO, (len(raws), 0, 0))
+            return [(self._finish(r), i) for r, i in zip(raws, idx.tolist())]
         indices = plan.indices
         raws: List[Any] = [None] * len(indices)
         store = self.store
+        found: List[int] = []
+        planned_cached = store_bytes = 0
         if store is not None:
-            cached = np.flatnonzero(plan.location != LOC_SOURCE)
+            cached = np.flatnonzero(plan.location != LOC_SOURCE).tolist()
             slots, gens = plan.slot, plan.generation
-            for k in cached.tolist():
+            for k in cached:
                 data = store.read(int(slots[k]), int(gens[k]))
                 if data is not None:
                     raws[k] = data
-            self.store_hits += len(indices) - raws.count(None)
+                    found.append(k)
+                    store_bytes += len(data)
+            planned_cached = len(cached)
+            self.store_hits += len(found)
         missing = [k for k, r in enumerate(raws) if r is None]
         if missing:
-            for k, raw in zip(missing, self.source.read_many(indices[missing])):
+            for k, raw in zip(missing, self._read_source(indices[missing])):
                 raws[k] = raw
             self.source_reads += len(missing)
+        self.counters.record_items(_per_tier(plan.tier, found),
+                                   _per_tier(plan.tier, missing),
+                                   fallbacks=planned_cached - len(found),
+                                   store_bytes=store_bytes)
         return [(self._finish(r), i) for r, i in zip(raws, indices.tolist())]
 
     def close(self) -> None:
@@ -166,3 +200,26 @@ class ImpactDataset:
             self.directory.close()
         self.directory = None
         self.store = None
+
+
+class _Counted:
+    """A dataset's source read through its counters (the record-size probe)."""
+
+    def __init__(self, dataset: ImpactDataset) -> None:
+        self._dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self._dataset.source)
+
+    def read_many(self, indices: Any) -> List[Any]:
+        return self._dataset._read_source(indices)
+
+
+_ZERO = (0, 0, 0)
+
+
+def _per_tier(tier: np.ndarray, positions: List[int]) -> Sequence[int]:
+    """How many of ``tier[positions]`` are ``TIER_NONE``, ``TIER_H``, ``TIER_L``."""
+    if not positions:
+        return _ZERO
+    return np.bincount(tier[positions].astype(np.intp), minlength=3).tolist()

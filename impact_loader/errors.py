@@ -15,6 +15,7 @@ __all__ = [
     "SchemaMismatchError",
     "DatasetExistsError",
     "PrefetchError",
+    "PortInUseError",
 ]
 
 
@@ -48,3 +49,7 @@ class DatasetExistsError(ImpactLoaderError, FileExistsError):
 
 class PrefetchError(ImpactLoaderError, RuntimeError):
     """A background prefetch thread failed; raised in the training loop with its cause."""
+
+
+class PortInUseError(ImpactLoaderError, OSError):
+    """The metrics server could not bind its port (``errno`` is ``EADDRINUSE``)."""

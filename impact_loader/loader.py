@@ -7,6 +7,7 @@ from typing import Any, Dict, Iterator, List
 
 from torch.utils.data import DataLoader
 
+from ._metrics_histogram import Histogram
 from .sampler import ImportanceSampler
 
 __all__ = ["ImpactLoader"]
@@ -34,6 +35,8 @@ class ImpactLoader(DataLoader):
         sampler: the :class:`ImportanceSampler` (also ``batch_sampler``).
         data_wait: seconds the loop waited for each batch of the last epoch.
         step_time: seconds between consecutive batches of the last epoch.
+        data_wait_histogram: data-wait per batch since construction, in fixed
+            buckets (exported by :mod:`impact_loader.metrics`).
     """
 
     def __init__(self, dataset: Any, batch_size: int, *, policy: str = "impact",
@@ -57,6 +60,7 @@ class ImpactLoader(DataLoader):
         object.__setattr__(self, "sampler", sampler)  # DataLoader guards this name
         self.data_wait: List[float] = []
         self.step_time: List[float] = []
+        self.data_wait_histogram = Histogram()
 
     def __iter__(self) -> Iterator[Any]:
         self.data_wait = []
@@ -71,6 +75,7 @@ class ImpactLoader(DataLoader):
                 return
             now = time.perf_counter()
             self.data_wait.append(now - start)
+            self.data_wait_histogram.observe(now - start)
             if last is not None:
                 self.step_time.append(now - last)
             last = now
@@ -85,11 +90,19 @@ class ImpactLoader(DataLoader):
         self.sampler.update(indices, losses)
 
     def stats(self) -> Dict[str, Any]:
-        """Sampler counters, cache pipeline counters and data-wait of the last epoch."""
+        """Sampler and cache pipeline counters, worker reads, last epoch's data-wait.
+
+        The ``worker_*`` keys count the reads the dataset made in every process (the
+        DataLoader workers, and the main process: ``num_workers=0`` reads and the
+        record-size probe); see ``WorkerCounters.stats``.
+        """
         out: Dict[str, Any] = dict(self.sampler.stats())
         pipeline = getattr(self.dataset, "pipeline", None)
         if pipeline is not None:
             out.update(pipeline.stats())
+        counters = getattr(self.dataset, "counters", None)
+        if counters is not None:
+            out.update(counters.stats())
         wait, steps = sum(self.data_wait), sum(self.step_time)
         out.update(data_wait_seconds=wait, batches=len(self.data_wait),
                    data_wait_share=(wait / steps) if steps > 0 else 0.0)

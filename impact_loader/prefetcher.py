@@ -29,6 +29,7 @@ from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 
+from ._metrics_histogram import Histogram
 from .errors import PrefetchError
 
 __all__ = ["Prefetcher", "ReadJob"]
@@ -89,11 +90,15 @@ class Prefetcher:
         self._deliveries: "queue.Queue[Optional[tuple]]" = queue.Queue()
         self._closed = False
         self._lock = threading.Lock()
+        self.jobs_submitted = 0
         self.jobs_done = 0
+        self.jobs_failed = 0  # failed after their retries
         self.requests = 0
+        self.samples_read = 0
         self.bytes_read = 0
         self.retried = 0
         self.read_seconds = 0.0  # summed latency of successful read_many calls
+        self.latency = Histogram()  # seconds per successful read_many call
         self._latency_ema: Optional[float] = None
         self._consumed_at: List[float] = []
         self._delivery = threading.Thread(target=self._deliver, name="impact-deliver",
@@ -108,6 +113,7 @@ class Prefetcher:
         if self._closed:
             raise RuntimeError("Prefetcher is closed; create a new one")
         job.submitted = time.perf_counter()
+        self.jobs_submitted += 1
         job.future = self._pool.submit(self._read, job)
         job.future.add_done_callback(lambda f, job=job: self._cancelled(f, job))
         return job
@@ -139,14 +145,18 @@ class Prefetcher:
             secs = time.perf_counter() - start
             with self._lock:
                 self.requests += 1
+                self.samples_read += len(raws)
                 self.bytes_read += sum(len(r) for r in raws)
                 self.read_seconds += secs
+                self.latency.observe(secs)
                 ema = self._latency_ema
                 self._latency_ema = secs if ema is None else 0.8 * ema + 0.2 * secs
             self._deliveries.put((job, raws))
             return
 
     def _fail(self, job: ReadJob, exc: BaseException) -> None:
+        with self._lock:
+            self.jobs_failed += 1
         job.error = exc
         job.done.set()
 
@@ -191,6 +201,11 @@ class Prefetcher:
         self._consumed_at.append(now)
         if len(self._consumed_at) > 32:
             del self._consumed_at[:-32]
+
+    @property
+    def pending(self) -> int:
+        """Read jobs submitted and not yet delivered or failed (queued or in flight)."""
+        return max(0, self.jobs_submitted - self.jobs_done - self.jobs_failed)
 
     def lookahead(self) -> int:
         """Batches to keep submitted ahead: latency / time per batch, plus slack."""
