@@ -10,6 +10,7 @@ import json
 import multiprocessing as mp
 import os
 import re
+import threading
 import urllib.error
 import urllib.request
 from typing import Dict, Tuple
@@ -18,6 +19,7 @@ import pytest
 import torch
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from torch.utils.data import DataLoader
 
 import impact_loader as il
 from impact_loader import _metrics_server, metrics
@@ -115,9 +117,24 @@ def test_training_loop_scraped_over_http(tmp_path, clean_metrics):
     assert server.url == f"http://127.0.0.1:{int(server)}/metrics"
     model = torch.nn.Linear(16, 10)
     received, mid = 0, None
+    background, stop = [], threading.Event()
+
+    def scrape_while_training():  # a Prometheus server scraping concurrently
+        try:
+            while True:
+                background.append(_val(_scrape(server.url)[1],
+                                       "impact_loader_samples_delivered_total"))
+                if stop.wait(0.01):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - reported by the assert below
+            background.append(exc)
+
+    scraper = threading.Thread(target=scrape_while_training)
     try:
         for epoch in range(3):
             loader.set_epoch(epoch)
+            if epoch == 2:
+                scraper.start()
             for b, ((x, y), idx) in enumerate(loader):
                 loss = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
                 loader.update(idx, loss.detach())
@@ -126,6 +143,8 @@ def test_training_loop_scraped_over_http(tmp_path, clean_metrics):
                     mid = _scrape(server.url)
                     mid_stats, mid_served = loader.stats(), list(src.counts)
                     mid_received = received
+        stop.set()
+        scraper.join()
         end_types, end = _scrape(server.url)
         stats, served = loader.stats(), list(src.counts)
         with pytest.raises(il.PortInUseError) as err:  # a second server, same port
@@ -138,6 +157,10 @@ def test_training_loop_scraped_over_http(tmp_path, clean_metrics):
         ds.close()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(server.url, timeout=5)
+
+    # Scrapes concurrent with training: all parsed, totals never go down.
+    assert background and all(isinstance(v, float) for v in background), background[-1:]
+    assert background == sorted(background)
 
     # Mid-training: the pipeline counts only move in this thread, so they agree exactly.
     types, s = mid
@@ -219,6 +242,26 @@ def test_register_on_a_custom_registry(tmp_path, clean_metrics):
     metrics.unregister(registry)
     assert b"impact_loader_" not in generate_latest(registry)
     ds.close()
+
+
+def test_own_collector_watching_a_sampler_and_a_stock_dataloader(tmp_path):
+    src = il.write_lmdb(str(tmp_path / "d"), make_samples(64))
+    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=20 * len(src.read_many([0])[0]))
+    sampler = il.ImportanceSampler(ds, batch_size=16, policy="uniform")
+    loader = DataLoader(ds, batch_sampler=sampler)
+    coll = metrics.ImpactCollector()
+    coll.watch(sampler, name="s")
+    coll.watch(loader, name="dl")
+    assert sum(len(idx) for _, idx in loader) == 64
+    registry = CollectorRegistry()
+    registry.register(coll)
+    _, s = _parse(generate_latest(registry).decode())
+    ds.close()
+    name = "impact_loader_samples_delivered_total"
+    assert _val(s, name, loader="s") == _val(s, name, loader="dl") == 64
+    # Only the DataLoader leads to the dataset, hence to the workers' counters.
+    assert _labels(s, "impact_loader_cache_misses_total", "loader") == {"dl"}
+    assert _val(s, "impact_loader_epoch", loader="s") == 0
 
 
 def test_watch_holds_weak_references_and_checks_types(tmp_path, clean_metrics):
