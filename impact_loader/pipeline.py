@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from .plan import BatchPlan
+from .plan import LOC_STAGING, BatchPlan
 from .prefetcher import Prefetcher, ReadJob
 
 __all__ = ["CachePipeline"]
@@ -49,6 +49,12 @@ class CachePipeline:
         self.sampler = sampler
         self.directory = dataset.directory
         self.outstanding = int(outstanding)
+        self.queue_depth = 4 * int(threads)  # storage reads to keep queued
+        self._staging = self.directory.config.staging_bytes > 0
+        # Leave a quarter of staging for the batches right ahead.
+        self._staging_reserve = (self.directory.store.pool_blocks(LOC_STAGING) // 4
+                                 if self._staging else 0)
+        self._n_batches = 0
         self.wait_timeout = float(wait_timeout)
         self._lock = threading.Lock()  # the directory is not thread-safe
         self.prefetcher = Prefetcher(dataset.source, self._fill, threads=threads,
@@ -78,12 +84,12 @@ class CachePipeline:
         self._importance = importance
         self._ahead.clear()
         self._next_position = 0
+        self._n_batches = len(self.sampler)
 
     def _annotate_until(self, last: int) -> None:
         indices, tier = self.sampler.epoch_plan()
         bs = self.sampler.batch_size
-        n_batches = len(self.sampler)
-        last = min(last, n_batches - 1)
+        last = min(last, self._n_batches - 1)
         while self._next_position <= last:
             b = self._next_position
             idx, t = indices[b * bs:(b + 1) * bs], tier[b * bs:(b + 1) * bs]
@@ -96,6 +102,23 @@ class CachePipeline:
             self._ahead[b] = (ann, jobs)
             self._next_position += 1
 
+    def _deepen(self, b: int) -> None:
+        """Annotate further ahead while storage has too few reads queued.
+
+        Throughput of latency-bound storage is requests-in-flight / latency, so the
+        queue must never run dry; the batch-based lookahead alone lets it drain when a
+        few batches need many reads. Bounded by ``max_lookahead`` batches and by the
+        staging space the reads ahead would occupy.
+        """
+        prefetcher, store = self.prefetcher, self.directory.store
+        limit = b + prefetcher.max_lookahead
+        staging = self._staging
+        while (prefetcher.pending < self.queue_depth and self._next_position <= limit
+               and self._next_position < self._n_batches):
+            if staging and store.free_blocks(LOC_STAGING) < self._staging_reserve:
+                return
+            self._annotate_until(self._next_position)
+
     # -- sampler hook -------------------------------------------------------------
     def __call__(self, plan: BatchPlan) -> BatchPlan:
         """Return ``plan`` annotated; blocks until its own reads have landed."""
@@ -107,6 +130,7 @@ class CachePipeline:
             self._ahead.clear()
             self._next_position = b
         self._annotate_until(b + self.prefetcher.lookahead())
+        self._deepen(b)
         ann, jobs = self._ahead.pop(b)
         if not all(j.done.is_set() for j in jobs):
             self.counts["waited_batches"] += 1
