@@ -63,8 +63,9 @@ class StoreReader:
             generation: generation the annotation expects (even).
 
         Returns:
-            The record bytes, or None if the entry is absent, being written, reused or
-            inconsistent (the caller reads the source instead).
+            The record as a new ``bytearray`` (writable, so a decoder can hand out
+            writable views without copying again), or None if the entry is absent,
+            being written, reused or inconsistent (the caller reads the source instead).
         """
         if not 0 <= slot < self.max_entries:
             return None
@@ -82,18 +83,17 @@ class StoreReader:
             off = first * bb
             if off + n > self.region_bytes:
                 return None
-            out = self._data[off:off + n].tobytes()
+            out = bytearray(self._data[off:off + n])
         else:
-            parts = []
-            b, rest, nxt, nb = first, n, self._next, self.n_blocks
-            while rest > 0:
+            out = bytearray(n)
+            b, pos, nxt, nb = first, 0, self._next, self.n_blocks
+            while pos < n:
                 if not 0 <= b < nb:
                     return None
-                take = bb if rest > bb else rest
-                parts.append(self._data[b * bb:b * bb + take])
-                rest -= take
+                take = bb if n - pos > bb else n - pos
+                out[pos:pos + take] = self._data[b * bb:b * bb + take]
+                pos += take
                 b = nxt[b]
-            out = b"".join(parts)
         if slots[2 * slot] != g:
             return None
         return out

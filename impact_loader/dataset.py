@@ -152,10 +152,7 @@ class ImpactDataset:
 
     def __getitem__(self, index: int) -> Tuple[Any, int]:
         """Read sample ``index`` from the source (no cache): ``(sample, index)``."""
-        idx = check_indices([index], len(self.source), "ImpactDataset")
-        raw = self._read_source(idx)[0]
-        self.counters.record_items(_ZERO, (1, 0, 0))
-        return self._finish(raw), int(idx[0])
+        return self.__getitems__([index])[0]
 
     def __getitems__(self, plan: Any) -> List[Tuple[Any, int]]:
         """Read one batch: a :class:`BatchPlan` or a sequence of int indices."""

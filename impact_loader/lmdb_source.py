@@ -269,11 +269,10 @@ def write_lmdb(path: str, samples: Iterable[Mapping[str, Any]], *,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     env.close()
-    for stale in ("lock.mdb",):  # readers open with lock=False; no lock file needed
-        try:
-            os.remove(os.path.join(tmp, stale))
-        except FileNotFoundError:
-            pass
+    try:  # readers open with lock=False; the writer's lock file is not needed
+        os.remove(os.path.join(tmp, "lock.mdb"))
+    except FileNotFoundError:
+        pass
     finish_dataset(tmp, final)
     return LMDBSource(final)
 

@@ -163,7 +163,7 @@ def _scalar(fmt: str) -> _Decoder:
     return lambda buf, start: unpack(buf, start)[0]
 
 
-def _field_decoder(name: str, kind: str, dtype: np.dtype, shape: Tuple[int, ...],
+def _field_decoder(kind: str, dtype: np.dtype, shape: Tuple[int, ...],
                    start: int, end: int) -> _Decoder:
     if kind == "int":
         dec = _scalar("<q")
@@ -233,7 +233,7 @@ def _parse_header(head: bytes, data_len: int) -> List[Tuple[str, _Decoder]]:
         raise CorruptRecordError(
             f"record payload is {data_len} bytes but its fields cover {expected} "
             "(truncated or padded record)")
-    return [(s[2], _field_decoder(s[2], s[3], s[4], s[5], s[0], s[1])) for s in spans]
+    return [(s[2], _field_decoder(s[3], s[4], s[5], s[0], s[1])) for s in spans]
 
 
 def decode(raw: Any) -> Dict[str, Any]:
