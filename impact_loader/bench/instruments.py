@@ -1,0 +1,120 @@
+"""Measuring instruments of the benchmark: storage traffic, time in a call, CPU time.
+
+Everything here observes; nothing changes what the loaders do.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import resource
+import threading
+import time
+from typing import Any, Callable, Dict
+
+from ..throttle import count_runs
+
+__all__ = ["CountingSource", "Timed", "cpu_seconds", "other_threads_cpu_seconds",
+           "rss_bytes", "COUNTERS"]
+
+COUNTERS = ("main_calls", "main_runs", "main_bytes", "worker_calls", "worker_runs",
+            "worker_bytes")
+
+
+class CountingSource:
+    """Source wrapper counting the storage traffic of every process in shared memory.
+
+    A throttle counts per process, so the reads DataLoader workers do (all of the plain
+    DataLoader's, and impact-loader's fallback reads) would be invisible from the main
+    process. These counters live in shared memory made before the workers start, so
+    forked workers inherit them; under spawn the counters are pickled with the
+    dataset, so pass ``context`` matching the DataLoader's start method.
+
+    Args:
+        source: the source whose ``read_many`` calls are counted.
+        context: multiprocessing start method of the DataLoader workers.
+    """
+
+    def __init__(self, source: Any, context: str = "fork") -> None:
+        ctx = mp.get_context(context)
+        self.source = source
+        self._counts = ctx.RawArray("q", len(COUNTERS))
+        self._lock = ctx.Lock()
+        self._main = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def read_many(self, indices: Any) -> Any:
+        """``source.read_many``, counting calls, contiguous runs and bytes."""
+        out = self.source.read_many(indices)
+        base = 0 if os.getpid() == self._main else 3
+        runs, nbytes = count_runs(indices), sum(len(r) for r in out)
+        with self._lock:
+            self._counts[base] += 1
+            self._counts[base + 1] += runs
+            self._counts[base + 2] += nbytes
+        return out
+
+    def decode(self, raw: Any) -> Any:
+        """``source.decode``."""
+        return self.source.decode(raw)
+
+    def snapshot(self) -> Dict[str, int]:
+        """Counts so far, by name (see :data:`COUNTERS`)."""
+        with self._lock:
+            return dict(zip(COUNTERS, self._counts[:]))
+
+
+class Timed:
+    """Wraps a callable and sums the wall seconds spent in it."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn, self.seconds, self.calls = fn, 0.0, 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
+
+
+def cpu_seconds() -> tuple:
+    """(CPU seconds of this process, all threads; of reaped children, e.g. workers)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time(), ru.ru_utime + ru.ru_stime
+
+
+def other_threads_cpu_seconds() -> float:
+    """CPU seconds of this process's threads other than the calling one (Linux).
+
+    The training step runs on the calling thread; the prefetcher's threads are the
+    others, so this isolates the loader's background work. Threads that have exited
+    are not counted. Returns NaN where ``/proc`` is not available.
+    """
+    me = threading.get_native_id()
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return float("nan")
+    for tid in tids:
+        if int(tid) == me:
+            continue
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # the thread exited meanwhile
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / tick
+
+
+def rss_bytes(pid: int = 0) -> int:
+    """Resident set size of ``pid`` (0: this process) in bytes, from /proc (Linux)."""
+    path = "/proc/self/statm" if pid == 0 else f"/proc/{pid}/statm"
+    with open(path) as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
