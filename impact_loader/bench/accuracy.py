@@ -1,0 +1,407 @@
+"""Accuracy benchmark: the same training under ``uniform`` and ``impact`` selection.
+
+Does training on what impact-loader selects cost accuracy? Two small tasks:
+
+    digits     scikit-learn's bundled 8x8 digits (1797 samples, 64 features, 10
+               classes), stratified 75/25 train/test split with a fixed seed, pixel
+               values scaled to [0, 1]
+    synthetic  :func:`impact_loader.synthetic.synthetic_samples` (overlapping Gaussian
+               clusters, 5% label noise, 10 classes, 64 features + payload); the test
+               set is drawn after the training samples from the same generator
+
+Each training set is written once with :func:`impact_loader.write_lmdb` into a
+temporary directory and read through ``ImpactDataset`` + ``ImpactLoader``. Every
+(dataset, policy, seed) run uses the same MLP (64-128-10), SGD optimiser, epochs and
+batch size; the seed fixes the initial weights and the sampler's plans, so the policies
+start from the same model and differ only in ``policy=``. Everything else (sampling
+configuration, cache policy) is the library's default and is recorded in the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from itertools import islice
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["DATASETS", "add_arguments", "format_table", "main", "make_model",
+           "run_accuracy"]
+
+DATASETS = ("digits", "synthetic")
+HIDDEN, CLASSES = 128, 10  # hidden units of the MLP; classes of both tasks
+# Defaults of a full run (about 1-2 minutes on 2 cores) and of --quick (seconds).
+DEFAULTS = {"epochs": 20, "synthetic_samples": 10_000, "synthetic_test_samples": 2_000}
+QUICK = {"epochs": 7, "synthetic_samples": 1_000, "synthetic_test_samples": 500}
+DIGITS_TEST_FRACTION, SPLIT_SEED, SYNTHETIC_SEED = 0.25, 0, 0
+
+
+def make_model(seed: int, features: int = 64, classes: int = 10) -> torch.nn.Module:
+    """The benchmark's MLP with weights drawn from ``seed`` (global RNG left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Linear(features, HIDDEN), torch.nn.ReLU(),
+                                   torch.nn.Linear(HIDDEN, classes))
+
+
+def _fingerprint(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for p in model.parameters():
+        digest.update(p.detach().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _to_xy(sample: dict) -> tuple:
+    return torch.from_numpy(sample["x"]), sample["label"]
+
+
+# ---------------------------------------------------------------- data
+def _digits(path: str) -> tuple:
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        raise ImportError("the 'digits' dataset needs scikit-learn; install it with "
+                          "pip install scikit-learn, or run --datasets synthetic") from None
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=DIGITS_TEST_FRACTION,
+                                              stratify=y, random_state=SPLIT_SEED)
+    import impact_loader as il
+    il.write_lmdb(path, ({"x": xi, "label": int(yi), "index": i}
+                         for i, (xi, yi) in enumerate(zip(x_tr, y_tr))))
+    return len(y_tr), x_te, y_te
+
+
+def _synthetic(path: str, n: int, n_test: int) -> tuple:
+    import impact_loader as il
+    from impact_loader.synthetic import synthetic_samples
+
+    gen = synthetic_samples(n + n_test, seed=SYNTHETIC_SEED)
+    il.write_lmdb(path, islice(gen, n))  # islice stops without drawing sample n
+    test = list(gen)
+    return (n, np.stack([s["x"] for s in test]),
+            np.array([s["label"] for s in test]))
+
+
+def _prepare(name: str, directory: str, opts: Dict[str, Any]) -> Dict[str, Any]:
+    """Write ``name``'s training set as an LMDB; return its description and test set."""
+    import impact_loader as il
+
+    path = os.path.join(directory, f"{name}.lmdb")
+    if name == "digits":
+        n, x_te, y_te = _digits(path)
+    else:
+        n, x_te, y_te = _synthetic(path, opts["synthetic_samples"],
+                                   opts["synthetic_test_samples"])
+    src = il.LMDBSource(path)
+    try:
+        probe = np.unique(np.linspace(0, n - 1, 64).astype(np.int64))
+        record = float(np.mean([len(r) for r in src.read_many(probe)]))
+    finally:
+        src.close()
+    return {"path": path, "train_samples": n, "test_samples": int(len(y_te)),
+            "features": int(x_te.shape[1]), "classes": CLASSES,
+            "record_bytes": record, "test_x": torch.from_numpy(x_te),
+            "test_y": torch.from_numpy(y_te.astype(np.int64))}
+
+
+# ---------------------------------------------------------------- one run
+def _accuracy(model: torch.nn.Module, data: Dict[str, Any]) -> float:
+    with torch.no_grad():
+        return float((model(data["test_x"]).argmax(1) == data["test_y"]).float().mean())
+
+
+def _train(data: Dict[str, Any], policy: str, seed: int, opts: Dict[str, Any],
+           bar: Any) -> Dict[str, Any]:
+    import impact_loader as il
+
+    n = data["train_samples"]
+    cache_bytes = int(opts["cache_fraction"] * n * data["record_bytes"])
+    source = il.LMDBSource(data["path"])
+    dataset = il.ImpactDataset(source, transform=_to_xy, cache_bytes=cache_bytes)
+    try:
+        loader = il.ImpactLoader(dataset, opts["batch_size"], policy=policy, seed=seed,
+                                 num_workers=opts["workers"])
+        model = make_model(seed, data["features"], data["classes"])
+        initial = _fingerprint(model)
+        opt = torch.optim.SGD(model.parameters(), lr=opts["lr"], momentum=opts["momentum"])
+        epochs: List[Dict[str, Any]] = []
+        for epoch in range(opts["epochs"]):
+            loader.set_epoch(epoch)
+            before = loader.stats()
+            delivered, loss_sum = 0, 0.0
+            start = time.perf_counter()
+            for (x, y), idx in loader:
+                losses = F.cross_entropy(model(x), y, reduction="none")
+                opt.zero_grad(set_to_none=True)
+                (losses * loader.sampler.weights(idx)).mean().backward()
+                opt.step()
+                loader.update(idx, losses.detach())
+                delivered += len(idx)
+                loss_sum += float(losses.detach().sum())
+            seconds = time.perf_counter() - start
+            after = loader.stats()
+            delta = {k: after.get(k, 0) - before.get(k, 0)
+                     for k in ("warmup_epochs", "refreshes", "hits", "substitutions")}
+            kind = ("warmup" if delta["warmup_epochs"] else "refresh" if delta["refreshes"]
+                    else "full" if policy == "uniform" else "select")
+            epochs.append({"epoch": epoch, "kind": kind, "seconds": seconds,
+                           "delivered": delivered, "trained_fraction": delivered / n,
+                           "train_loss": loss_sum / max(1, delivered),
+                           "test_accuracy": _accuracy(model, data),
+                           "cache_hits": delta["hits"],
+                           "substitutions": delta["substitutions"]})
+            bar.update(1)
+        return {"policy": policy, "seed": seed, "initial_model": initial,
+                "final_accuracy": epochs[-1]["test_accuracy"],
+                "seconds_per_epoch": statistics.fmean(e["seconds"] for e in epochs),
+                "trained_fraction": statistics.fmean(e["trained_fraction"] for e in epochs),
+                "cache_bytes": cache_bytes, "cache_policy": dataset.cache_policy,
+                "sampling_config": loader.sampler.config.to_dict(), "epochs": epochs}
+    finally:
+        dataset.close()
+        source.close()
+
+
+# ---------------------------------------------------------------- the benchmark
+def _check(datasets, policies, seeds, opts) -> None:
+    from impact_loader.sampling.registry import POLICIES
+
+    for name in datasets:
+        if name not in DATASETS:
+            raise ValueError(f"dataset {name!r} is unknown; choose from {', '.join(DATASETS)}")
+    for name in policies:
+        if name not in POLICIES:
+            raise ValueError(f"policy {name!r} is unknown; choose from {', '.join(POLICIES)}")
+    if not datasets or not policies or not seeds:
+        raise ValueError(f"datasets={datasets!r}, policies={policies!r} and seeds={seeds!r} "
+                         "must each name at least one")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ValueError(f"seed {s!r} must be an int >= 0, e.g. 0")
+    for key, low in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("torch_threads", 1),
+                     ("synthetic_samples", 64), ("synthetic_test_samples", 1)):
+        if isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < low:
+            raise ValueError(f"{key}={opts[key]!r} must be an int >= {low}")
+    if not 0.0 <= opts["cache_fraction"] <= 1.0:
+        raise ValueError(f"cache_fraction={opts['cache_fraction']!r} must be in [0, 1] "
+                         "(a share of the training bytes); pass 0 to disable the cache")
+    if not opts["lr"] > 0:
+        raise ValueError(f"lr={opts['lr']!r} must be > 0, e.g. 0.05")
+
+
+def _summarize(runs: List[Dict[str, Any]], datasets, policies) -> List[Dict[str, Any]]:
+    rows = []
+    for d in datasets:
+        for p in policies:
+            mine = [r for r in runs if r["dataset"] == d and r["policy"] == p]
+            acc = [r["final_accuracy"] for r in mine]
+            rows.append({"dataset": d, "policy": p, "seeds": [r["seed"] for r in mine],
+                         "accuracy_mean": statistics.fmean(acc),
+                         "accuracy_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                         "accuracy_min": min(acc), "accuracy_max": max(acc),
+                         "seconds_per_epoch": statistics.fmean(
+                             r["seconds_per_epoch"] for r in mine),
+                         "trained_fraction": statistics.fmean(
+                             r["trained_fraction"] for r in mine)})
+    for row in rows:
+        base = next((r for r in rows if r["dataset"] == row["dataset"]
+                     and r["policy"] == "uniform"), None)
+        row["minus_uniform_points"] = (None if base is None or row is base else
+                                       100 * (row["accuracy_mean"] - base["accuracy_mean"]))
+    return rows
+
+
+def run_accuracy(*, datasets: Sequence[str] = DATASETS,
+                 policies: Sequence[str] = ("uniform", "impact"),
+                 seeds: Sequence[int] = (0, 1, 2), epochs: Optional[int] = None,
+                 batch_size: int = 128, workers: int = 0, lr: float = 0.05,
+                 momentum: float = 0.9, cache_fraction: float = 0.2,
+                 synthetic_samples: Optional[int] = None,
+                 synthetic_test_samples: Optional[int] = None, torch_threads: int = 1,
+                 quick: bool = False, progress: bool = True) -> Dict[str, Any]:
+    """Train every (dataset, policy, seed) and report final test accuracy and epoch time.
+
+    Args:
+        datasets: names from :data:`DATASETS`.
+        policies: selection policy names (``ImportanceSampler``'s ``policy=``).
+        seeds: one run per seed (ints >= 0): initial weights and sampler plans.
+        epochs: epochs per run, the same for every policy (None: 20, quick 7).
+        batch_size: samples per batch.
+        workers: DataLoader worker processes (0: load in the training process).
+        lr: SGD learning rate. momentum: SGD momentum.
+        cache_fraction: ``cache_bytes`` of the ImpactDataset as a share of the training
+            set's bytes, in [0, 1] (0 disables the cache; the cache policy is the
+            library's default).
+        synthetic_samples: training samples of ``synthetic`` (None: 10000, quick 1000).
+        synthetic_test_samples: its held-out test samples (None: 2000, quick 500).
+        torch_threads: intra-op threads of torch during the runs (restored after).
+        quick: smaller defaults for a smoke run of a few seconds.
+        progress: show a progress bar (one step per trained epoch) on stderr.
+
+    Returns:
+        A JSON-serialisable dict: ``options`` (everything used, including the library
+        defaults), ``datasets`` (sizes, record bytes), ``runs`` (per run: final accuracy,
+        initial-model fingerprint, per-epoch seconds, trained fraction, loss and test
+        accuracy), ``summary`` (per dataset and policy: accuracy mean, sample std, min,
+        max over seeds as fractions; mean seconds per epoch; trained fraction; mean
+        accuracy minus uniform's in points) and ``environment``.
+
+    Raises:
+        ValueError: an unknown dataset or policy, or an option out of range.
+        ImportError: ``digits`` without scikit-learn installed.
+    """
+    size = QUICK if quick else DEFAULTS
+    opts = {"epochs": size["epochs"] if epochs is None else epochs,
+            "batch_size": batch_size, "workers": workers, "lr": float(lr),
+            "momentum": float(momentum), "cache_fraction": float(cache_fraction),
+            "synthetic_samples": (size["synthetic_samples"] if synthetic_samples is None
+                                  else synthetic_samples),
+            "synthetic_test_samples": (size["synthetic_test_samples"]
+                                       if synthetic_test_samples is None
+                                       else synthetic_test_samples),
+            "torch_threads": torch_threads, "quick": bool(quick)}
+    datasets, policies, seeds = list(datasets), list(policies), list(seeds)
+    _check(datasets, policies, seeds, opts)
+    from tqdm.auto import tqdm
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(torch_threads)
+    info: Dict[str, Any] = {}
+    runs: List[Dict[str, Any]] = []
+    bar = tqdm(total=len(datasets) * len(policies) * len(seeds) * opts["epochs"],
+               desc="accuracy", unit="epoch", disable=not progress, dynamic_ncols=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="impact-bench-accuracy-") as tmp:
+            for name in datasets:
+                bar.set_postfix_str(f"{name}: writing")
+                data = _prepare(name, tmp, opts)
+                info[name] = {k: v for k, v in data.items()
+                              if k not in ("path", "test_x", "test_y")}
+                for seed in seeds:  # policies side by side per seed: equal machine load
+                    for policy in policies:
+                        bar.set_postfix_str(f"{name} {policy} seed {seed}")
+                        run = _train(data, policy, seed, opts, bar)
+                        runs.append({"dataset": name, **run})
+    finally:
+        bar.close()
+        torch.set_num_threads(threads)
+    opts.update(model=f"MLP {HIDDEN} hidden ReLU", optimizer="SGD",
+                cache_policy=runs[0]["cache_policy"],
+                sampling_config=runs[0]["sampling_config"],
+                digits_split={"test_fraction": DIGITS_TEST_FRACTION, "stratified": True,
+                              "random_state": SPLIT_SEED},
+                synthetic_seed=SYNTHETIC_SEED)
+    return {"benchmark": "accuracy", "datasets_run": datasets, "policies": policies,
+            "seeds": seeds, "options": opts, "datasets": info, "runs": runs,
+            "summary": _summarize(runs, datasets, policies), "environment": _environment()}
+
+
+def _environment() -> Dict[str, Any]:
+    import impact_loader as il
+
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "impact_loader": il.__version__, "torch": torch.__version__,
+            "python": sys.version.split()[0], "platform": platform.platform(),
+            "cpu_count": os.cpu_count()}
+
+
+def format_table(result: Dict[str, Any]) -> str:
+    """A readable table of ``run_accuracy``'s summary, one row per (dataset, policy)."""
+    o = result["options"]
+    lines = [f"accuracy: {o['epochs']} epochs, batch {o['batch_size']}, seeds "
+             f"{','.join(map(str, result['seeds']))}, SGD lr {o['lr']:g} momentum "
+             f"{o['momentum']:g}; cache {o['cache_fraction']:.0%} of the training bytes "
+             f"({o['cache_policy']}); sampling options: library defaults",
+             f"{'dataset':10s} {'policy':10s} {'mean acc%':>9s} {'std':>5s} "
+             f"{'min-max %':>11s} {'s/epoch':>8s} {'trained':>7s} {'vs uniform':>11s}"]
+    for r in result["summary"]:
+        diff = r["minus_uniform_points"]
+        lines.append(f"{r['dataset']:10s} {r['policy']:10s} {100 * r['accuracy_mean']:9.2f} "
+                     f"{100 * r['accuracy_std']:5.2f} "
+                     f"{100 * r['accuracy_min']:5.1f}-{100 * r['accuracy_max']:<5.1f} "
+                     f"{r['seconds_per_epoch']:8.3f} {r['trained_fraction']:7.2f} "
+                     + (f"{diff:+7.2f} pts" if diff is not None else f"{'-':>11s}"))
+    lines.append("std: sample standard deviation over seeds; trained: mean share of the "
+                 "training set delivered per epoch; vs uniform: mean accuracy difference "
+                 "in points")
+    for r in result["summary"]:
+        if r["policy"] == "impact" and r["minus_uniform_points"] is not None:
+            ok = r["minus_uniform_points"] >= -1.0
+            lines.append(f"target on {r['dataset']}: impact within 1 point of uniform: "
+                         f"{'met' if ok else 'NOT met'} ({r['minus_uniform_points']:+.2f})")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- command line
+def _names(text: str) -> List[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r} names nothing; give a comma list")
+    return names
+
+
+def _seeds(text: str) -> List[int]:
+    try:
+        seeds = [int(t) for t in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} must be comma-separated ints, "
+                                         "e.g. 0,1,2") from None
+    if min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: seeds must be >= 0")
+    return seeds
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the accuracy benchmark's options to ``parser`` (e.g. a sub-command's)."""
+    a = parser.add_argument
+    a("--datasets", type=_names, default=list(DATASETS), metavar="LIST",
+      help=f"comma-separated datasets from {','.join(DATASETS)} (default: all)")
+    a("--policies", type=_names, default=["uniform", "impact"], metavar="LIST",
+      help="comma-separated selection policies to compare (default: uniform,impact)")
+    a("--seeds", type=_seeds, default=[0, 1, 2], metavar="LIST",
+      help="comma-separated seeds, one run each (default: 0,1,2)")
+    a("--epochs", type=int, default=None, metavar="N",
+      help="epochs per run, the same for every policy (default: 20; --quick: 7)")
+    a("--batch-size", type=int, default=128, metavar="N",
+      help="samples per batch (default: 128)")
+    a("--workers", type=int, default=0, metavar="N",
+      help="DataLoader worker processes; 0 loads in the training process (default: 0)")
+    a("--lr", type=float, default=0.05, help="SGD learning rate (default: 0.05)")
+    a("--cache-fraction", type=float, default=0.2, metavar="F",
+      help="cache size as a share of the training set's bytes, 0-1; 0 disables the "
+           "cache (default: 0.2)")
+    a("--synthetic-samples", type=int, default=None, metavar="N",
+      help="training samples of the synthetic task (default: 10000; --quick: 1000)")
+    a("--synthetic-test-samples", type=int, default=None, metavar="N",
+      help="held-out test samples of the synthetic task (default: 2000; --quick: 500)")
+    a("--torch-threads", type=int, default=1, metavar="N",
+      help="torch intra-op threads for training (default: 1)")
+    a("--quick", action="store_true",
+      help="smoke run in seconds: 7 epochs, 1000 synthetic samples (explicit options win)")
+    a("--quiet", action="store_true", help="no progress bar")
+
+
+def main(args: argparse.Namespace) -> Dict[str, Any]:
+    """Run the benchmark from parsed ``args``, print the table, return the result dict."""
+    result = run_accuracy(datasets=args.datasets, policies=args.policies, seeds=args.seeds,
+                          epochs=args.epochs, batch_size=args.batch_size,
+                          workers=args.workers, lr=args.lr,
+                          cache_fraction=args.cache_fraction,
+                          synthetic_samples=args.synthetic_samples,
+                          synthetic_test_samples=args.synthetic_test_samples,
+                          torch_threads=args.torch_threads, quick=args.quick,
+                          progress=not args.quiet)
+    print(format_table(result), flush=True)
+    return result
