@@ -54,3 +54,57 @@ def test_train_digits_help_and_bad_arguments(example, capsys):
         mod.main(["--cache-fraction", "2"])
     assert exc.value.code == 2
     assert "--cache-fraction 2.0 must be in [0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_ranks_split_the_selection_and_learn(example):
+    res = example("ddp_train").main(["--fast"])
+    ranks = res["ranks"]
+    assert [(r["rank"], r["world_size"]) for r in ranks] == [(0, 2), (1, 2)]
+    n = res["train_samples"]
+    assert ranks[0]["selected"] == ranks[1]["selected"]  # one global plan
+    assert ranks[0]["selected"][0] == n  # warm-up epoch: the whole training set
+    assert ranks[0]["selected"][-1] < n  # then importance selection trains on less
+    for e, m in enumerate(ranks[0]["selected"]):
+        a, b = ranks[0]["shares"][e], ranks[1]["shares"][e]
+        # Equal shares, padded like DistributedSampler to a multiple of the world size,
+        # that together cover every selected sample: overlap only by the padding.
+        assert len(a) == len(b) == -(-m // 2)
+        assert len(set(a) | set(b)) == m
+        assert len(a) + len(b) - len(set(a) | set(b)) == len(a) + len(b) - m <= 1
+    for r in ranks:
+        # Delivered = planned, except where the rank's cache substituted a sample.
+        changed = 0
+        for share, got in zip(r["shares"], r["delivered"]):
+            assert len(got) == len(share)
+            assert all(0 <= i < n for i in got)
+            changed += sum(p != g for p, g in zip(share, got))
+        assert changed == r["substitutions"]
+        assert r["hits"] + r["substitutions"] > 0
+        # Losses merged (all-gathered) at every epoch change.
+        assert r["syncs"] >= len(r["shares"]) - 1
+    # DDP keeps the replicas identical, so both ranks measure the same accuracy.
+    assert ranks[0]["accuracy"] == ranks[1]["accuracy"]
+    assert res["test_accuracy"] > 0.8  # chance is 0.1; about 0.9 with seed 0
+
+
+@pytest.mark.slow
+def test_foreign_lmdb_delivers_the_bytes_written_under_each_key(example, tmp_path):
+    import lmdb
+
+    res = example("foreign_lmdb").main(["--fast", "--data", str(tmp_path)])
+    assert res["length"] == res["samples"] == 600  # length_key, not the entry count
+    assert res["delivered"] >= res["samples"]  # a full warm-up epoch, then selection
+    assert res["distinct"] > res["samples"] // 2
+    assert res["mismatches"] == 0
+    assert res["hits"] + res["substitutions"] > 0
+    # The database really is foreign: ASCII keys, a __len__ entry, no impact metadata.
+    env = lmdb.open(str(tmp_path / "foreign.lmdb"), readonly=True, lock=False)
+    with env.begin() as txn:
+        keys = [k for k, _ in txn.cursor()]
+        assert txn.get(b"__len__") == b"600"
+        assert txn.get(b"__impact_meta__") is None
+        value = txn.get(b"00000042")
+    env.close()
+    assert len(keys) == 601 and keys[0] == b"00000000" and keys[-2] == b"00000599"
+    assert len(value) == 8 + 64
