@@ -137,10 +137,21 @@ def test_command_line_runs_and_prints_the_table(capsys):
     assert "digits     uniform" in printed and "digits     impact" in printed
 
 
-def test_command_line_rejects_bad_lists_and_documents_units(capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "0,x"], "comma-separated ints >= 0"),
+    (["--datasets", "digits,mnist"], "from digits,synthetic"),
+    (["--policies", "fastest"], "impact"),
+    (["--epochs", "0"], "must be >= 1"),
+    (["--cache-fraction", "2"], "<= 1"),
+    (["--lr", "0"], "must be > 0"),
+])
+def test_command_line_rejects_bad_values(argv, message, capsys):
     with pytest.raises(SystemExit):
-        _parser().parse_args(["--seeds", "0,x"])
-    assert "comma-separated ints" in capsys.readouterr().err
+        _parser().parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_command_line_documents_every_option():
     text = _parser().format_help()
     for option in ("--epochs", "--batch-size", "--cache-fraction", "--synthetic-samples",
                    "--workers", "--lr", "--quick"):

@@ -1,15 +1,8 @@
 """Accuracy benchmark: the same training under ``uniform`` and ``impact`` selection.
 
-Does training on what impact-loader selects cost accuracy? Two small tasks:
-
-    digits     scikit-learn's bundled 8x8 digits (1797 samples, 64 features, 10
-               classes), stratified 75/25 train/test split with a fixed seed, pixel
-               values scaled to [0, 1]
-    synthetic  :func:`impact_loader.synthetic.synthetic_samples` (overlapping Gaussian
-               clusters, 5% label noise, 10 classes, 64 features + payload); the test
-               set is drawn after the training samples from the same generator
-
-Each training set is written once with :func:`impact_loader.write_lmdb` into a
+Does training on what impact-loader selects cost accuracy? Two small tasks (see
+:mod:`impact_loader.bench.accuracy_data`): scikit-learn's digits and the synthetic noisy
+task. Each training set is written once with :func:`impact_loader.write_lmdb` into a
 temporary directory and read through ``ImpactDataset`` + ``ImpactLoader``. Every
 (dataset, policy, seed) run uses the same MLP (64-128-10), SGD optimiser, epochs and
 batch size; the seed fixes the initial weights and the sampler's plans, so the policies
@@ -28,25 +21,24 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
-from itertools import islice
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+
+from . import accuracy_data
+from .accuracy_data import CLASSES, DATASETS
 
 __all__ = ["DATASETS", "add_arguments", "format_table", "main", "make_model",
            "run_accuracy"]
 
-DATASETS = ("digits", "synthetic")
-HIDDEN, CLASSES = 128, 10  # hidden units of the MLP; classes of both tasks
+HIDDEN = 128  # hidden units of the MLP
 # Defaults of a full run (about 1-2 minutes on 2 cores) and of --quick (seconds).
 DEFAULTS = {"epochs": 20, "synthetic_samples": 10_000, "synthetic_test_samples": 2_000}
 QUICK = {"epochs": 7, "synthetic_samples": 1_000, "synthetic_test_samples": 500}
-DIGITS_TEST_FRACTION, SPLIT_SEED, SYNTHETIC_SEED = 0.25, 0, 0
 
 
-def make_model(seed: int, features: int = 64, classes: int = 10) -> torch.nn.Module:
+def make_model(seed: int, features: int = 64, classes: int = CLASSES) -> torch.nn.Module:
     """The benchmark's MLP with weights drawn from ``seed`` (global RNG left untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -63,57 +55,6 @@ def _fingerprint(model: torch.nn.Module) -> str:
 
 def _to_xy(sample: dict) -> tuple:
     return torch.from_numpy(sample["x"]), sample["label"]
-
-
-# ---------------------------------------------------------------- data
-def _digits(path: str) -> tuple:
-    try:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-    except ImportError:
-        raise ImportError("the 'digits' dataset needs scikit-learn; install it with "
-                          "pip install scikit-learn, or run --datasets synthetic") from None
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=DIGITS_TEST_FRACTION,
-                                              stratify=y, random_state=SPLIT_SEED)
-    import impact_loader as il
-    il.write_lmdb(path, ({"x": xi, "label": int(yi), "index": i}
-                         for i, (xi, yi) in enumerate(zip(x_tr, y_tr))))
-    return len(y_tr), x_te, y_te
-
-
-def _synthetic(path: str, n: int, n_test: int) -> tuple:
-    import impact_loader as il
-    from impact_loader.synthetic import synthetic_samples
-
-    gen = synthetic_samples(n + n_test, seed=SYNTHETIC_SEED)
-    il.write_lmdb(path, islice(gen, n))  # islice stops without drawing sample n
-    test = list(gen)
-    return (n, np.stack([s["x"] for s in test]),
-            np.array([s["label"] for s in test]))
-
-
-def _prepare(name: str, directory: str, opts: Dict[str, Any]) -> Dict[str, Any]:
-    """Write ``name``'s training set as an LMDB; return its description and test set."""
-    import impact_loader as il
-
-    path = os.path.join(directory, f"{name}.lmdb")
-    if name == "digits":
-        n, x_te, y_te = _digits(path)
-    else:
-        n, x_te, y_te = _synthetic(path, opts["synthetic_samples"],
-                                   opts["synthetic_test_samples"])
-    src = il.LMDBSource(path)
-    try:
-        probe = np.unique(np.linspace(0, n - 1, 64).astype(np.int64))
-        record = float(np.mean([len(r) for r in src.read_many(probe)]))
-    finally:
-        src.close()
-    return {"path": path, "train_samples": n, "test_samples": int(len(y_te)),
-            "features": int(x_te.shape[1]), "classes": CLASSES,
-            "record_bytes": record, "test_x": torch.from_numpy(x_te),
-            "test_y": torch.from_numpy(y_te.astype(np.int64))}
 
 
 # ---------------------------------------------------------------- one run
@@ -286,7 +227,9 @@ def run_accuracy(*, datasets: Sequence[str] = DATASETS,
         with tempfile.TemporaryDirectory(prefix="impact-bench-accuracy-") as tmp:
             for name in datasets:
                 bar.set_postfix_str(f"{name}: writing")
-                data = _prepare(name, tmp, opts)
+                data = accuracy_data.prepare(
+                    name, tmp, synthetic_samples=opts["synthetic_samples"],
+                    synthetic_test_samples=opts["synthetic_test_samples"])
                 info[name] = {k: v for k, v in data.items()
                               if k not in ("path", "test_x", "test_y")}
                 for seed in seeds:  # policies side by side per seed: equal machine load
@@ -300,9 +243,10 @@ def run_accuracy(*, datasets: Sequence[str] = DATASETS,
     opts.update(model=f"MLP {HIDDEN} hidden ReLU", optimizer="SGD",
                 cache_policy=runs[0]["cache_policy"],
                 sampling_config=runs[0]["sampling_config"],
-                digits_split={"test_fraction": DIGITS_TEST_FRACTION, "stratified": True,
-                              "random_state": SPLIT_SEED},
-                synthetic_seed=SYNTHETIC_SEED)
+                digits_split={"test_fraction": accuracy_data.DIGITS_TEST_FRACTION,
+                              "stratified": True,
+                              "random_state": accuracy_data.SPLIT_SEED},
+                synthetic_seed=accuracy_data.SYNTHETIC_SEED)
     return {"benchmark": "accuracy", "datasets_run": datasets, "policies": policies,
             "seeds": seeds, "options": opts, "datasets": info, "runs": runs,
             "summary": _summarize(runs, datasets, policies), "environment": _environment()}
@@ -345,51 +289,78 @@ def format_table(result: Dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- command line
-def _names(text: str) -> List[str]:
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"{text!r} names nothing; give a comma list")
-    return names
+def _names(valid: Sequence[str]):
+    def parse(text: str) -> List[str]:
+        names = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [n for n in names if n not in valid]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(f"{text!r}: give a comma-separated list "
+                                             f"from {','.join(valid)}")
+        return names
+    return parse
 
 
 def _seeds(text: str) -> List[int]:
     try:
-        seeds = [int(t) for t in _names(text)]
+        seeds = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} must be comma-separated ints, "
-                                         "e.g. 0,1,2") from None
-    if min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: seeds must be >= 0")
+        seeds = []
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be comma-separated ints >= 0, "
+                                         "e.g. 0,1,2")
     return seeds
+
+
+def _number(kind: type, low: float, high: float = float("inf"), low_open: bool = False):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not ((value > low if low_open else value >= low) and value <= high):
+            raise argparse.ArgumentTypeError(
+                f"{value} must be {'>' if low_open else '>='} {low:g}"
+                + (f" and <= {high:g}" if high < float("inf") else ""))
+        return value
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the accuracy benchmark's options to ``parser`` (e.g. a sub-command's)."""
+    from impact_loader.sampling.registry import POLICIES
+
     a = parser.add_argument
-    a("--datasets", type=_names, default=list(DATASETS), metavar="LIST",
+    a("--datasets", type=_names(DATASETS), default=list(DATASETS), metavar="LIST",
       help=f"comma-separated datasets from {','.join(DATASETS)} (default: all)")
-    a("--policies", type=_names, default=["uniform", "impact"], metavar="LIST",
+    a("--policies", type=_names(tuple(POLICIES)), default=["uniform", "impact"],
+      metavar="LIST",
       help="comma-separated selection policies to compare (default: uniform,impact)")
     a("--seeds", type=_seeds, default=[0, 1, 2], metavar="LIST",
       help="comma-separated seeds, one run each (default: 0,1,2)")
-    a("--epochs", type=int, default=None, metavar="N",
-      help="epochs per run, the same for every policy (default: 20; --quick: 7)")
-    a("--batch-size", type=int, default=128, metavar="N",
+    a("--epochs", type=_number(int, 1), default=None, metavar="N",
+      help=f"epochs per run, the same for every policy (default: {DEFAULTS['epochs']}; "
+           f"--quick: {QUICK['epochs']})")
+    a("--batch-size", type=_number(int, 1), default=128, metavar="N",
       help="samples per batch (default: 128)")
-    a("--workers", type=int, default=0, metavar="N",
+    a("--workers", type=_number(int, 0), default=0, metavar="N",
       help="DataLoader worker processes; 0 loads in the training process (default: 0)")
-    a("--lr", type=float, default=0.05, help="SGD learning rate (default: 0.05)")
-    a("--cache-fraction", type=float, default=0.2, metavar="F",
+    a("--lr", type=_number(float, 0, low_open=True), default=0.05,
+      help="SGD learning rate (default: 0.05)")
+    a("--cache-fraction", type=_number(float, 0, 1), default=0.2, metavar="F",
       help="cache size as a share of the training set's bytes, 0-1; 0 disables the "
            "cache (default: 0.2)")
-    a("--synthetic-samples", type=int, default=None, metavar="N",
-      help="training samples of the synthetic task (default: 10000; --quick: 1000)")
-    a("--synthetic-test-samples", type=int, default=None, metavar="N",
-      help="held-out test samples of the synthetic task (default: 2000; --quick: 500)")
-    a("--torch-threads", type=int, default=1, metavar="N",
+    a("--synthetic-samples", type=_number(int, 64), default=None, metavar="N",
+      help=f"training samples of the synthetic task (default: "
+           f"{DEFAULTS['synthetic_samples']}; --quick: {QUICK['synthetic_samples']})")
+    a("--synthetic-test-samples", type=_number(int, 1), default=None, metavar="N",
+      help=f"held-out test samples of the synthetic task (default: "
+           f"{DEFAULTS['synthetic_test_samples']}; --quick: "
+           f"{QUICK['synthetic_test_samples']})")
+    a("--torch-threads", type=_number(int, 1), default=1, metavar="N",
       help="torch intra-op threads for training (default: 1)")
     a("--quick", action="store_true",
-      help="smoke run in seconds: 7 epochs, 1000 synthetic samples (explicit options win)")
+      help=f"smoke run in seconds: {QUICK['epochs']} epochs, {QUICK['synthetic_samples']} "
+           "synthetic samples (explicit options win)")
     a("--quiet", action="store_true", help="no progress bar")
 
 
