@@ -108,3 +108,31 @@ def test_foreign_lmdb_delivers_the_bytes_written_under_each_key(example, tmp_pat
     env.close()
     assert len(keys) == 601 and keys[0] == b"00000000" and keys[-2] == b"00000599"
     assert len(value) == 8 + 64
+
+
+@pytest.mark.slow
+def test_hf_arrow_trains_from_stream_shards_and_delivers_the_rows(example, tmp_path):
+    import pyarrow as pa
+
+    res = example("hf_arrow").main(["--fast", "--writer-batch-size", "256",
+                                    "--data", str(tmp_path)])
+    assert res["mismatches"] == 0
+    assert res["delivered"] >= res["train_rows"]  # the warm-up epoch sees every row
+    assert res["test_accuracy"] > 0.8  # chance is 0.1; about 0.9 with seed 0
+    assert res["hits"] + res["substitutions"] > 0
+    names = [os.path.basename(f) for f in res["files"]]
+    assert names == ["data-00000-of-00002.arrow", "data-00001-of-00002.arrow"]
+    # What was written is what datasets writes: IPC streams (no file magic) in
+    # record batches of at most writer_batch_size rows, features in the metadata.
+    rows = 0
+    for path in res["files"]:
+        with open(path, "rb") as fh:
+            assert fh.read(6) != b"ARROW1"
+        with pa.OSFile(path, "rb") as fh:
+            reader = pa.ipc.open_stream(fh)
+            assert b"huggingface" in reader.schema.metadata
+            sizes = [b.num_rows for b in reader]
+        assert len(sizes) > 1 and max(sizes) == 256
+        rows += sum(sizes)
+    assert rows == res["train_rows"] and res["test_rows"] > 0
+    assert (tmp_path / "train" / "state.json").is_file()
