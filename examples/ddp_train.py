@@ -139,7 +139,7 @@ def _train(rank: int, args: argparse.Namespace, lmdb_path: str,
         lmdb_source.close()
     return {"rank": sampler.rank, "world_size": sampler.num_replicas, "shares": shares,
             "delivered": delivered, "selected": selected, "accuracy": accuracy,
-            "hits": stats["hits"], "substitutions": stats["substitutions"],
+            "hits": stats.get("hits", 0), "substitutions": stats.get("substitutions", 0),
             "syncs": stats["syncs"]}
 
 

@@ -160,12 +160,12 @@ def run(args: argparse.Namespace, data_dir: str) -> Dict[str, Any]:
         dataset.close()
         source.close()
     print(f"checked {delivered} delivered samples ({len(seen)} distinct) against the "
-          f"written bytes: {mismatches} mismatches; cache hits {stats['hits']}, "
-          f"substitutions {stats['substitutions']}")
+          f"written bytes: {mismatches} mismatches; cache hits {stats.get('hits', 0)}, "
+          f"substitutions {stats.get('substitutions', 0)}")
     return {"length": len(source), "samples": len(images), "delivered": delivered,
             "distinct": len(seen), "mismatches": mismatches,
-            "train_accuracy": accuracy, "hits": stats["hits"],
-            "substitutions": stats["substitutions"]}
+            "train_accuracy": accuracy, "hits": stats.get("hits", 0),
+            "substitutions": stats.get("substitutions", 0)}
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:

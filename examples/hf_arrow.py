@@ -208,12 +208,12 @@ def run(args: argparse.Namespace, root: str) -> Dict[str, Any]:
         arrow.close()
         test.close()
     print(f"checked {delivered} delivered samples against the rows written: "
-          f"{mismatches} mismatches; cache hits {stats['hits']}, substitutions "
-          f"{stats['substitutions']}")
+          f"{mismatches} mismatches; cache hits {stats.get('hits', 0)}, substitutions "
+          f"{stats.get('substitutions', 0)}")
     return {"train_rows": len(arrow), "test_rows": len(test), "files": arrow.files(),
             "delivered": delivered, "mismatches": mismatches, "test_accuracy": accuracy[-1],
-            "accuracy_per_epoch": accuracy, "hits": stats["hits"],
-            "substitutions": stats["substitutions"]}
+            "accuracy_per_epoch": accuracy, "hits": stats.get("hits", 0),
+            "substitutions": stats.get("substitutions", 0)}
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:

@@ -147,18 +147,19 @@ def run(args: argparse.Namespace, data_dir: str) -> Dict[str, Any]:
     finally:
         dataset.close()
         lmdb_source.close()
-    planned = max(1, stats["planned"])
-    hit_ratio = (stats["hits"] + stats["substitutions"]) / planned
-    print(f"cache: {stats['hits']} hits + {stats['substitutions']} substitutions of "
-          f"{stats['planned']} planned samples (hit ratio {hit_ratio:.0%}); storage: "
-          f"{stats['storage_requests']} prefetch requests, "
-          f"{stats['worker_source_reads']} worker reads; waited for data "
-          f"{sum(waits):.2f} s of {sum(seconds):.2f} s")
+    # Cache counters exist only with a cache (cache_bytes > 0).
+    hits, subs = stats.get("hits", 0), stats.get("substitutions", 0)
+    planned = stats.get("planned", trained)
+    hit_ratio = (hits + subs) / max(1, planned)
+    print(f"cache: {hits} hits + {subs} substitutions of {planned} planned samples "
+          f"(hit ratio {hit_ratio:.0%}); storage: {stats.get('storage_requests', 0)} "
+          f"prefetch requests, {stats['worker_source_reads']} worker reads; waited for "
+          f"data {sum(waits):.2f} s of {sum(seconds):.2f} s")
     return {"test_accuracy": accuracy[-1], "accuracy_per_epoch": accuracy,
             "epoch_seconds": seconds, "samples_trained": trained,
             "train_samples": len(x_train), "test_samples": len(x_test),
-            "hits": stats["hits"], "substitutions": stats["substitutions"],
-            "planned": stats["planned"], "hit_ratio": hit_ratio,
+            "hits": hits, "substitutions": subs, "planned": planned,
+            "hit_ratio": hit_ratio,
             "data_wait_seconds": waits}
 
 
