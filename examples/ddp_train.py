@@ -168,10 +168,12 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
     ap.add_argument("--test-fraction", type=float, default=0.2,
                     help="share of the digits held out for testing, in (0, 1)")
-    ap.add_argument("--start-method", default="spawn", choices=("spawn", "forkserver", "fork"),
+    ap.add_argument("--start-method", default="spawn",
+                    choices=("spawn", "forkserver", "fork"),
                     help="how rank processes start. Default spawn (fresh interpreters: "
                          "safe with threads and CUDA); fork starts faster on Linux")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the split, model and plans")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the split, model and plans")
     ap.add_argument("--fast", action="store_true",
                     help="short run for tests: 3 epochs, 1 warm-up epoch")
     args = ap.parse_args(argv)

@@ -58,7 +58,9 @@ SCHEMA = pa.schema(
     metadata={b"huggingface": json.dumps({"info": {"features": FEATURES}}).encode()})
 
 
-def _record_batch(images: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> pa.RecordBatch:
+def _record_batch(images: np.ndarray, labels: np.ndarray,
+                  ids: np.ndarray) -> pa.RecordBatch:
+    """One Arrow record batch of ``SCHEMA`` (row ``k`` gets ``meta.id = ids[k]``)."""
     flat = pa.array(images.reshape(-1), type=pa.uint8())
     rows = pa.FixedSizeListArray.from_arrays(flat, SIDE)
     image = pa.FixedSizeListArray.from_arrays(rows, SIDE)
@@ -127,7 +129,8 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     ap.add_argument("--data", default=None,
                     help="directory for the DatasetDict (kept afterwards; default: a "
                          "temporary directory removed at the end)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the split, model and plans")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the split, model and plans")
     ap.add_argument("--fast", action="store_true",
                     help="short run for tests: 3 epochs (1 warm-up)")
     args = ap.parse_args(argv)

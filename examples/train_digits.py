@@ -1,4 +1,4 @@
-"""Train a small MLP on scikit-learn's digits through impact-loader on emulated slow storage.
+"""Train a small MLP on scikit-learn's digits with impact-loader, on emulated slow storage.
 
 The digits (1797 8x8 images, bundled with scikit-learn: nothing is downloaded) are
 split into a training and a held-out test set. The training set is written to an LMDB
@@ -74,7 +74,8 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     ap.add_argument("--data", default=None,
                     help="directory for the LMDB (kept afterwards; default: a temporary "
                          "directory removed at the end)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the split, model and plans")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the split, model and plans")
     ap.add_argument("--fast", action="store_true",
                     help="short run for tests: 4 epochs, 1 warm-up epoch")
     args = ap.parse_args(argv)
