@@ -7,12 +7,15 @@ epoch and takes every ``world_size``-th entry of it, like ``DistributedSampler``
 shares are disjoint (apart from padding to equal length) and together cover the epoch's
 selected samples. The losses each rank reports with ``loader.update`` are all-gathered
 when the epoch changes, so every rank keeps the same importance table and the same plans.
+Each rank's cache substitutes low-importance misses with samples it holds, on its own,
+so the samples *delivered* can repeat across ranks and miss some of the plan (the
+substitute's real index is reported); ``--exactly-once`` turns substitution off.
 
 The data are scikit-learn's bundled digits (nothing is downloaded), written to one LMDB
 that every rank reads through emulated storage (``--storage``).
 
     python examples/ddp_train.py                 # 2 ranks, 10 epochs
-    python examples/ddp_train.py --fast          # a few seconds (used by the tests)
+    python examples/ddp_train.py --fast          # short run (used by the tests)
     python examples/ddp_train.py --exactly-once  # no cache substitution
 
 Under torchrun one would call ``dist.init_process_group("gloo")`` with the environment
@@ -218,10 +221,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             with open(os.path.join(tmp, f"rank{r}.json")) as fh:
                 ranks.append(json.load(fh))
     for e in range(args.epochs):
-        shares = [set(r["shares"][e]) for r in ranks]
-        union = set().union(*shares)
-        print(f"epoch {e:2d}: shares of {[len(r['shares'][e]) for r in ranks]} samples, "
-              f"{len(union)} distinct of {ranks[0]['selected'][e]} selected")
+        planned = set().union(*(r["shares"][e] for r in ranks))
+        delivered = set().union(*(r["delivered"][e] for r in ranks))
+        print(f"epoch {e:2d}: planned shares of {[len(r['shares'][e]) for r in ranks]} "
+              f"samples cover {len(planned)} distinct of {ranks[0]['selected'][e]} "
+              f"selected; delivered {len(delivered)} distinct")
     print(f"cache substitutions per rank: {[r['substitutions'] for r in ranks]}; "
           f"final test accuracy {ranks[0]['accuracy'][-1]:.3f}")
     return {"ranks": ranks, "test_accuracy": ranks[0]["accuracy"][-1],

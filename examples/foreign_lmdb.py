@@ -17,7 +17,7 @@ key of the index the loader reported.
 
     python examples/foreign_lmdb.py                 # 5 epochs over the 1797 digits
     python examples/foreign_lmdb.py --data /tmp/x   # keep the LMDB in /tmp/x
-    python examples/foreign_lmdb.py --fast          # a few seconds (used by the tests)
+    python examples/foreign_lmdb.py --fast          # short run (used by the tests)
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ sample against the row written at the index the loader reported.
 
     python examples/hf_arrow.py                           # 10 epochs
     python examples/hf_arrow.py --data /tmp/digits-hf     # keep the files
-    python examples/hf_arrow.py --fast                    # a few seconds (tests)
+    python examples/hf_arrow.py --fast                    # short run (used by the tests)
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ An ``ImpactLoader`` plans each epoch from the per-sample losses the loop reports
     python examples/train_digits.py                      # 15 epochs, nfs, policy impact
     python examples/train_digits.py --policy uniform     # every sample once per epoch
     python examples/train_digits.py --storage local      # no emulated latency
-    python examples/train_digits.py --fast               # a few seconds (used by the tests)
+    python examples/train_digits.py --fast               # short run (used by the tests)
 """
 
 from __future__ import annotations
