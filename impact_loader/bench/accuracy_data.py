@@ -6,6 +6,10 @@
     synthetic  :func:`impact_loader.synthetic.synthetic_samples` (Gaussian clusters, 5%
                label noise, 10 classes, 64 features + payload); the test set is drawn
                after the training samples from the same generator (same class centres)
+
+The synthetic clusters are far apart in 64 dimensions, so the 5% label noise sets the
+ceiling (about 95.5%): an MLP gets there within one or two epochs, and longer training
+then slowly fits the noisy labels, which lowers test accuracy for every policy alike.
 """
 
 from __future__ import annotations
