@@ -22,6 +22,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .counters import WorkerCounters
+from .layout import block_bytes_for, cache_layout, probe_sizes
 from .plan import LOC_SOURCE, BatchPlan
 from .source import check_indices
 
@@ -76,54 +77,65 @@ class ImpactDataset:
         self.directory = None  # the main process's CacheDirectory, see _make_directory
         self.store = None
         self.pipeline = None  # set when an ImportanceSampler attaches
+        self.record_blocks = 1  # store blocks of a typical record (set with the cache)
         # Shared with the workers; made before the first read, so the size probe counts.
         self.counters = WorkerCounters()
         if self.cache_bytes > 0:
+            self._probe = probe_sizes(_Counted(self))
             self._make_directory()
         # Counts of this process only (every process's are in self.counters).
         self.store_hits = 0
         self.source_reads = 0
 
-    def _make_directory(self) -> None:
+    def _make_directory(self, **layout: Any) -> None:
+        """(Re)build the cache directory; ``layout`` fills options the user left unset."""
         from .cache.config import CacheConfig
         from .cache.directory import CacheDirectory
 
+        if self.directory is not None:
+            self.directory.close()
         options = dict(self.cache_options)
-        options.setdefault("block_bytes", self._block_bytes_for(_Counted(self)))
+        block = options.setdefault("block_bytes", block_bytes_for(self._probe))
         # Misses the cache does not keep still go through the prefetcher, which parks
         # their bytes in staging until the batch is consumed; without it workers would
         # read them one request at a time.
         options.setdefault("staging_bytes", DEFAULT_STAGING_BYTES)
+        for name, value in layout.items():
+            options.setdefault(name, value)
         config = CacheConfig(cache_bytes=self.cache_bytes, policy=self.cache_policy,
                              **options)
         self.directory = CacheDirectory(n_samples=len(self.source), config=config)
         self.store = self.directory.store
+        self.record_blocks = int(np.ceil(np.mean(-(-self._probe // block))))
 
     def _attach_sampler(self, sampler: Any, **options: Any) -> None:
-        """Make ``sampler`` annotate its plans through this dataset's cache pipeline."""
+        """Make ``sampler`` annotate its plans through this dataset's cache pipeline.
+
+        The cache is laid out for the sampler's tiers (see :func:`cache_layout`) unless
+        the options were given explicitly; an unused directory is rebuilt to match.
+        """
         if self.directory is None:
             return
         from .pipeline import CachePipeline
 
         if self.pipeline is not None:
             self.pipeline.close()
+            self.pipeline = None
+        config = self.directory.config
+        h_fraction, tiers = cache_layout(
+            self.cache_policy, self.cache_bytes, n_samples=len(self.source),
+            record_bytes=self.record_blocks * config.block_bytes,
+            policy=getattr(sampler, "policy_name", None),
+            h_share=getattr(getattr(sampler, "config", None), "h_share", None),
+            batch_size=getattr(sampler, "batch_size", 1), package_size=config.package_size)
+        if (h_fraction is not None and "h_fraction" not in self.cache_options
+                and h_fraction != config.h_fraction
+                and self.directory.stats()["planned"] == 0):
+            self._make_directory(h_fraction=h_fraction)
+        # An explicit split asks for the H/L design even when everything would fit.
+        options.setdefault("tiers", tiers or "h_fraction" in self.cache_options)
         self.pipeline = CachePipeline(sampler, self, **options)
         sampler.annotator = self.pipeline
-
-    @staticmethod
-    def _block_bytes_for(source: Any, probes: int = 16) -> int:
-        """Store block size from a few records: one block per record when sizes agree.
-
-        Fixed-size records (the common case) get a block that holds one record, so no
-        byte of the cache is wasted on partly filled blocks; variable sizes get blocks
-        of an eighth of the median, which bounds the waste to about 1/8 per record.
-        """
-        n = len(source)
-        idx = np.unique(np.linspace(0, n - 1, num=min(n, probes)).astype(np.int64))
-        sizes = np.array([len(r) for r in source.read_many(idx)])
-        spread = sizes.max() / max(1, sizes.min())
-        target = sizes.max() if spread <= 1.05 else np.median(sizes) / 8
-        return int(max(64, -(-int(target) // 64) * 64))
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

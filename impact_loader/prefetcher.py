@@ -1,69 +1,115 @@
 """Background reads from storage, many requests in flight, failures surfaced to the caller.
 
-The :class:`Prefetcher` is the I/O engine of the main process. Its owner (the sampler
-wiring) submits *read jobs* — a group of indices read with one ``read_many`` call, e.g.
-one L-package or the misses of one batch — in the order the plan will need them. Jobs
-run on a pool of threads (so ``threads`` requests are in flight); each finished read is
-handed to ``on_read`` on a single delivery thread, so the cache store, which only its
-owner may change, is written by one thread at a time.
+The :class:`Prefetcher` is the I/O engine of the main process. Its owner (the cache
+pipeline) submits one :class:`ReadJob` per batch — the index runs that batch needs read:
+single misses and L-packages — in the order the plan will need them. Reader threads
+take work from one FIFO queue:
+
+* a multi-sample run (an L-package) is read alone, with one sequential ``read_many``;
+* single misses are read several at a time: a thread takes up to ``chunk`` consecutive
+  singles from the head of the queue (fewer when the queue is short, so that every
+  thread still gets work) and reads them, sorted into storage order, with one
+  ``read_many`` call. Python overhead (thread hand-offs, wake-ups, bookkeeping) is then
+  paid per call, not per sample, while ``threads`` calls stay in flight.
+
+The thread that read the bytes hands them to ``on_read(indices, raws)`` itself (the
+owner serialises its store writes with its own lock), then marks the runs delivered; a
+job is done when all its runs are.
 
 Failures: an ``OSError`` from the source is retried ``retries`` times with exponential
-backoff; a job that still fails (or fails with another exception) records the exception
-with its traceback, and :meth:`wait` — called from the training loop when the batch that
-needs the job comes up — raises :class:`PrefetchError` naming the indices, chained to the
-original error. Nothing fails silently and nothing waits forever: waits take a timeout.
+backoff; a read that still fails (or fails with another exception) records the
+exception in every job it served, and :meth:`wait` — called from the training loop when
+the batch that needs the job comes up — raises :class:`PrefetchError` naming the
+indices, chained to the original error. Nothing fails silently and nothing waits
+forever: waits take a timeout.
 
 Lookahead: :meth:`lookahead` suggests how many batches ahead to submit, from the
-observed read latency and the rate at which batches are consumed, bounded by
+observed call latency and the rate at which batches are consumed, bounded by
 ``max_lookahead``.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 import weakref
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 
 from ._metrics_histogram import Histogram
+from ._readers import ReaderCore
 from .errors import PrefetchError
 
 __all__ = ["Prefetcher", "ReadJob"]
 
 
 class ReadJob:
-    """One ``read_many`` call and what to do with its bytes.
+    """The storage reads one batch needs, and their completion.
+
+    Args:
+        start: int first index of each run (or the indices of single reads).
+        stop: int one past the last index of each run (default ``start + 1``: every
+            run is one sample). Runs longer than one sample are read with one
+            sequential ``read_many`` each.
+        tag: anything the owner wants to keep with the job (e.g. a batch position).
 
     Attributes:
-        indices: int64 sample indices, read in this order.
-        tag: anything the owner needs in ``on_read`` (e.g. a package id).
-        done: set once the bytes were delivered or the job failed.
+        done: set once every run was delivered, or the job failed.
         error: the exception that made the job fail, or None.
+        failed: indices of the read that failed (empty unless ``error``).
+
+    Raises:
+        ValueError: ``start`` and ``stop`` differ in length or a run is empty.
     """
 
-    __slots__ = ("indices", "tag", "done", "error", "future", "submitted")
+    __slots__ = ("start", "stop", "tag", "done", "error", "failed", "remaining",
+                 "submitted")
 
-    def __init__(self, indices: Sequence[int], tag: Any = None) -> None:
-        self.indices = np.asarray(indices, dtype=np.int64)
+    def __init__(self, start: Sequence[int], stop: Optional[Sequence[int]] = None,
+                 tag: Any = None) -> None:
+        self.start = np.asarray(start, dtype=np.int64).ravel()
+        self.stop = (self.start + 1 if stop is None
+                     else np.asarray(stop, dtype=np.int64).ravel())
+        if len(self.stop) != len(self.start) or np.any(self.stop <= self.start):
+            raise ValueError(f"ReadJob got {len(self.start)} starts and {len(self.stop)} "
+                             "stops; pass one stop > start per run")
         self.tag = tag
         self.done = threading.Event()
         self.error: Optional[BaseException] = None
-        self.future: Optional[Future] = None
+        self.failed: List[int] = []
+        self.remaining = len(self.start)
         self.submitted = 0.0
+        if not self.remaining:
+            self.done.set()
+
+    @property
+    def indices(self) -> np.ndarray:
+        """Every index the job reads, run after run (int64)."""
+        if not len(self.start):
+            return np.empty(0, np.int64)
+        return np.concatenate([np.arange(a, z) for a, z in
+                               zip(self.start.tolist(), self.stop.tolist())])
+
+    @property
+    def n_samples(self) -> int:
+        """Samples the job reads."""
+        return int((self.stop - self.start).sum())
 
 
 class Prefetcher:
     """Reads jobs from ``source`` on background threads.
 
     Args:
-        source: any Source (only ``read_many`` is used).
-        on_read: called as ``on_read(job, raws)`` on the delivery thread for each
-            successful job.
-        threads: reads in flight at once (>= 1).
+        source: any Source (only ``read_many`` is used; it is called from several
+            threads at once).
+        on_read: called as ``on_read(indices, raws)`` on a reader thread for each
+            successful ``read_many`` call (``indices`` a list of ints, ``raws`` their
+            bytes in the same order); calls may run concurrently, so it must be
+            thread-safe.
+        threads: ``read_many`` calls in flight at once (>= 1).
+        chunk: most single-sample reads combined into one ``read_many`` call (>= 1;
+            1 reads every miss with its own call).
         retries: extra attempts after an ``OSError`` (>= 0).
         backoff_s: first retry delay in seconds, doubled per attempt (>= 0).
         max_lookahead: upper bound of :meth:`lookahead`, in batches (>= 1).
@@ -72,107 +118,52 @@ class Prefetcher:
         ValueError: an argument is out of range.
     """
 
-    def __init__(self, source: Any, on_read: Callable[[ReadJob, List[bytes]], None], *,
-                 threads: int = 16, retries: int = 3, backoff_s: float = 0.05,
-                 max_lookahead: int = 64) -> None:
+    def __init__(self, source: Any, on_read: Callable[[List[int], List[Any]], None], *,
+                 threads: int = 16, chunk: int = 8, retries: int = 3,
+                 backoff_s: float = 0.05, max_lookahead: int = 64) -> None:
         if threads < 1:
             raise ValueError(f"threads={threads} must be >= 1 request in flight")
+        if chunk < 1:
+            raise ValueError(f"chunk={chunk} must be >= 1 sample per read call")
         if retries < 0 or backoff_s < 0:
             raise ValueError(f"retries={retries} and backoff_s={backoff_s} must be >= 0")
         if max_lookahead < 1:
             raise ValueError(f"max_lookahead={max_lookahead} must be >= 1 batch")
         self.source = source
-        self.on_read = on_read
+        self.threads, self.chunk = int(threads), int(chunk)
         self.retries = retries
-        self.backoff_s = backoff_s
         self.max_lookahead = max_lookahead
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="impact-prefetch")
-        self._deliveries: "queue.Queue[Optional[tuple]]" = queue.Queue()
-        self._closed = False
-        self._lock = threading.Lock()
         self.jobs_submitted = 0
-        self.jobs_done = 0
-        self.jobs_failed = 0  # failed after their retries
-        self.requests = 0
-        self.samples_read = 0
-        self.bytes_read = 0
-        self.retried = 0
-        self.read_seconds = 0.0  # summed latency of successful read_many calls
-        self.latency = Histogram()  # seconds per successful read_many call
-        self._latency_ema: Optional[float] = None
+        self._core = ReaderCore(source, on_read, self.threads, self.chunk, retries, backoff_s)
         self._consumed_at: List[float] = []
-        self._delivery = threading.Thread(target=self._deliver, name="impact-deliver",
-                                          daemon=True)
-        self._delivery.start()
-        self._finalizer = weakref.finalize(self, Prefetcher._shutdown, self._pool,
-                                           self._deliveries, self._delivery)
+        self._threads = [threading.Thread(target=self._core.loop, daemon=True,
+                                          name=f"impact-prefetch-{i}")
+                         for i in range(self.threads)]
+        for t in self._threads:
+            t.start()
+        self._finalizer = weakref.finalize(self, ReaderCore.shutdown, self._core,
+                                           self._threads)
 
     # -- submission ---------------------------------------------------------------
     def submit(self, job: ReadJob) -> ReadJob:
-        """Queue ``job``; returns it. Raises RuntimeError after :meth:`close`."""
-        if self._closed:
-            raise RuntimeError("Prefetcher is closed; create a new one")
+        """Queue ``job``'s runs behind those already queued; returns ``job``.
+
+        Raises:
+            RuntimeError: after :meth:`close`.
+        """
+        core = self._core
         job.submitted = time.perf_counter()
         self.jobs_submitted += 1
-        job.future = self._pool.submit(self._read, job)
-        job.future.add_done_callback(lambda f, job=job: self._cancelled(f, job))
+        if not job.remaining:
+            return job
+        with core.cond:
+            if core.closed:
+                raise RuntimeError("Prefetcher is closed; create a new one")
+            core.runs.extend(zip(job.start.tolist(), job.stop.tolist(),
+                                 [job] * job.remaining))
+            core.backlog += job.n_samples
+            core.cond.notify(min(job.remaining, self.threads))
         return job
-
-    @staticmethod
-    def _cancelled(future: Future, job: ReadJob) -> None:
-        if future.cancelled():
-            job.error = RuntimeError("the prefetcher was closed before this read ran")
-            job.done.set()
-
-    def _read(self, job: ReadJob) -> None:
-        attempt = 0
-        while True:
-            start = time.perf_counter()
-            try:
-                raws = self.source.read_many(job.indices)
-            except OSError as exc:
-                if attempt < self.retries and not self._closed:
-                    with self._lock:
-                        self.retried += 1
-                    time.sleep(self.backoff_s * (2 ** attempt))
-                    attempt += 1
-                    continue
-                self._fail(job, exc)
-                return
-            except BaseException as exc:  # surfaced in the training loop by wait()
-                self._fail(job, exc)
-                return
-            secs = time.perf_counter() - start
-            with self._lock:
-                self.requests += 1
-                self.samples_read += len(raws)
-                self.bytes_read += sum(len(r) for r in raws)
-                self.read_seconds += secs
-                self.latency.observe(secs)
-                ema = self._latency_ema
-                self._latency_ema = secs if ema is None else 0.8 * ema + 0.2 * secs
-            self._deliveries.put((job, raws))
-            return
-
-    def _fail(self, job: ReadJob, exc: BaseException) -> None:
-        with self._lock:
-            self.jobs_failed += 1
-        job.error = exc
-        job.done.set()
-
-    def _deliver(self) -> None:
-        while True:
-            item = self._deliveries.get()
-            if item is None:
-                return
-            job, raws = item
-            try:
-                self.on_read(job, raws)
-            except BaseException as exc:  # a failing store write is a job failure
-                job.error = exc
-            with self._lock:
-                self.jobs_done += 1
-            job.done.set()
 
     # -- consumption --------------------------------------------------------------
     def wait(self, jobs: Sequence[ReadJob], timeout: float = 300.0) -> None:
@@ -189,46 +180,90 @@ class Prefetcher:
                     f"reading indices {job.indices[:8].tolist()} did not finish within "
                     f"{timeout:.0f} s; storage is stalled or far slower than expected")
             if job.error is not None:
-                first = job.indices[:8].tolist()
+                first = job.failed or job.indices[:8].tolist()
+                more = "..." if len(first) >= 8 else ""
                 raise PrefetchError(
-                    f"reading indices {first}{'...' if len(job.indices) > 8 else ''} "
-                    f"failed after {self.retries} retries: {job.error!r}; check the "
-                    "storage, or raise retries=") from job.error
+                    f"reading indices {first[:8]}{more} failed after {self.retries} "
+                    f"retries: {job.error!r}; check the storage, or raise retries="
+                ) from job.error
 
     def consumed(self) -> None:
         """Record that one batch was consumed (feeds :meth:`lookahead`)."""
-        now = time.perf_counter()
-        self._consumed_at.append(now)
+        self._consumed_at.append(time.perf_counter())
         if len(self._consumed_at) > 32:
             del self._consumed_at[:-32]
 
     @property
+    def backlog(self) -> int:
+        """Samples queued that no reader thread has taken yet."""
+        return self._core.backlog
+
+    @property
     def pending(self) -> int:
-        """Read jobs submitted and not yet delivered or failed (queued or in flight)."""
-        return max(0, self.jobs_submitted - self.jobs_done - self.jobs_failed)
+        """Jobs submitted and not yet delivered or failed."""
+        core = self._core
+        return max(0, self.jobs_submitted - core.jobs_done - core.failed)
 
     def lookahead(self) -> int:
-        """Batches to keep submitted ahead: latency / time per batch, plus slack."""
-        lat = self._latency_ema
+        """Batches to keep submitted ahead: call latency / time per batch, plus slack."""
+        lat = self._core.latency_ema
         times = self._consumed_at
         if lat is None or len(times) < 2:
             return min(self.max_lookahead, 4)
         per_batch = max((times[-1] - times[0]) / (len(times) - 1), 1e-4)
         return int(min(self.max_lookahead, max(2, np.ceil(2 * lat / per_batch) + 2)))
 
+    # -- figures ------------------------------------------------------------------
+    @property
+    def requests(self) -> int:
+        """``read_many`` calls that succeeded."""
+        return self._core.calls
+
+    @property
+    def samples_read(self) -> int:
+        """Samples those calls returned."""
+        return self._core.samples
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes those calls returned."""
+        return self._core.nbytes
+
+    @property
+    def retried(self) -> int:
+        """Calls retried after an ``OSError``."""
+        return self._core.retried
+
+    @property
+    def jobs_failed(self) -> int:
+        """Jobs that failed (after their retries, or because of a close)."""
+        return self._core.failed
+
+    @property
+    def read_seconds(self) -> float:
+        """Summed wall time of successful ``read_many`` calls (seconds)."""
+        return self._core.read_seconds
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU seconds the reader threads spent outside ``read_many`` (bookkeeping:
+        taking work, storing bytes, completing jobs)."""
+        return self._core.cpu_seconds
+
+    @property
+    def latency(self) -> Histogram:
+        """Seconds per successful ``read_many`` call."""
+        return self._core.latency
+
     # -- shutdown -----------------------------------------------------------------
     def close(self) -> None:
-        """Cancel queued jobs, finish running ones, stop every thread. Idempotent."""
-        self._closed = True
+        """Fail queued jobs, let running reads finish, stop every thread. Idempotent."""
         self._finalizer()
 
-    @staticmethod
-    def _shutdown(pool: ThreadPoolExecutor, deliveries: "queue.Queue",
-                  delivery: threading.Thread) -> None:
-        pool.shutdown(wait=True, cancel_futures=True)
-        deliveries.put(None)
-        if delivery is not threading.current_thread():
-            delivery.join(timeout=30)
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` ran."""
+        return self._core.closed
 
     def __enter__(self) -> "Prefetcher":
         return self

@@ -61,3 +61,70 @@ def test_bad_cache_bytes(src, bad):
 def test_not_a_source():
     with pytest.raises(TypeError, match="read_many"):
         ImpactDataset([1, 2, 3])
+
+
+def test_cache_layout_follows_the_sampler():
+    from impact_loader.layout import cache_layout
+
+    kw = dict(n_samples=1000, record_bytes=100, batch_size=10, package_size=8)
+    # Everything fits: one pool, no tiers (no substitution, nothing evicted).
+    assert cache_layout("importance", 100_000, policy="impact", h_share=0.7, **kw) \
+        == (1.0, False)
+    assert cache_layout("minio", 100_000, policy="uniform", h_share=0.7, **kw) \
+        == (None, False)
+    # Unranked uniform plans use the H pool only; h_share=0 marks everything L.
+    assert cache_layout("importance", 20_000, policy="uniform", h_share=0.7, **kw) \
+        == (1.0, True)
+    assert cache_layout("importance", 20_000, policy="uniform", h_share=0.0, **kw) \
+        == (0.0, True)
+    # Ranked plans: the L-cache gets room for the batches in flight, at most 1 - h_share.
+    h, tiers = cache_layout("importance", 20_000, policy="impact", h_share=0.7, **kw)
+    assert tiers and h == 0.7  # (32 * 3 + 16) records need more than 30% here
+    h, _ = cache_layout("importance", 2_000_000 // 4, policy="impact", h_share=0.7,
+                        **dict(kw, n_samples=100_000))
+    assert 0.7 < h < 1
+    assert cache_layout("lru", 20_000, policy="impact", h_share=0.7, **kw) == (None, True)
+
+
+def test_the_split_is_set_when_a_sampler_attaches_unless_given(src):
+    record = len(src.read_many([0])[0])
+    ds = ImpactDataset(src, cache_bytes=40 * record)
+    il.ImportanceSampler(ds, batch_size=4, policy="uniform")
+    assert ds.directory.config.h_fraction == 1.0 and ds.pipeline.tiers
+    ds.close()
+    ds = ImpactDataset(src, cache_bytes=40 * record, h_fraction=0.25)
+    il.ImportanceSampler(ds, batch_size=4, policy="uniform")
+    assert ds.directory.config.h_fraction == 0.25
+    ds.close()
+
+
+def test_a_cache_that_holds_everything_reads_each_sample_once(src):
+    record = len(src.read_many([0])[0])
+    ds = ImpactDataset(src, transform=_xy, cache_bytes=2 * len(src) * record)
+    sampler = il.ImportanceSampler(ds, batch_size=16, policy="impact", warmup_epochs=1)
+    assert not ds.pipeline.tiers
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        for plan in sampler:
+            items = ds.__getitems__(plan)
+            assert [s[1] for s, _ in items] == plan.indices.tolist()
+            sampler.update(plan.indices, np.random.rand(len(plan)))
+    stats = ds.pipeline.stats()
+    assert stats["substitutions"] == 0
+    assert ds.pipeline.prefetcher.samples_read == len(src) and ds.source_reads == 0
+    ds.close()
+
+
+def test_every_miss_goes_through_the_prefetcher_with_little_staging(src):
+    record = len(src.read_many([0])[0])
+    ds = ImpactDataset(src, transform=_xy, cache_bytes=8 * record, cache_policy="minio",
+                       staging_bytes=40 * record)
+    sampler = il.ImportanceSampler(ds, batch_size=4, policy="uniform")
+    ds.pipeline.outstanding = 2
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        for plan in sampler:
+            assert (plan.location != 0).all()  # never left to the workers
+            ds.__getitems__(plan)
+    assert ds.source_reads == 0
+    ds.close()
