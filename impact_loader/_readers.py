@@ -54,6 +54,10 @@ class ReaderCore:
         self.next_unit = 0
         self.active: set = set()
         self.blocked = 0  # threads waiting for the window to move
+        # on_low() is called (on a reader thread, no lock held) when the backlog falls
+        # below low_water samples: the owner may queue more work.
+        self.on_low: Optional[Callable[[], None]] = None
+        self.low_water = 0
         self.closed = False
         self.lock = threading.Lock()  # counters
         self.calls = self.samples = self.nbytes = self.retried = self.failed = 0
@@ -88,10 +92,14 @@ class ReaderCore:
                     else:
                         cond.wait()
                 t0 = time.thread_time()
+                before = self.backlog
                 group = self._take()
                 unit = self.next_unit
                 self.next_unit += 1
                 active.add(unit)
+                low = self.on_low if before >= self.low_water > self.backlog else None
+            if low is not None:
+                low()
             self._serve(group, t0)
 
     def _take(self) -> list:

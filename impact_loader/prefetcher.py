@@ -113,6 +113,13 @@ class Prefetcher:
         retries: extra attempts after an ``OSError`` (>= 0).
         backoff_s: first retry delay in seconds, doubled per attempt (>= 0).
         max_lookahead: upper bound of :meth:`lookahead`, in batches (>= 1).
+        low_water: samples; when the queued samples (:attr:`backlog`) fall below it,
+            :attr:`on_low` is called (default 0: never).
+
+    Attributes:
+        on_low: ``on_low()`` called on a reader thread, with no lock held, when the
+            backlog falls below ``low_water`` (None: nothing is called); the owner may
+            submit more work.
 
     Raises:
         ValueError: an argument is out of range.
@@ -120,7 +127,8 @@ class Prefetcher:
 
     def __init__(self, source: Any, on_read: Callable[[List[int], List[Any]], None], *,
                  threads: int = 16, chunk: int = 8, retries: int = 3,
-                 backoff_s: float = 0.05, max_lookahead: int = 64) -> None:
+                 backoff_s: float = 0.05, max_lookahead: int = 64,
+                 low_water: int = 0) -> None:
         if threads < 1:
             raise ValueError(f"threads={threads} must be >= 1 request in flight")
         if chunk < 1:
@@ -135,6 +143,7 @@ class Prefetcher:
         self.max_lookahead = max_lookahead
         self.jobs_submitted = 0
         self._core = ReaderCore(source, on_read, self.threads, self.chunk, retries, backoff_s)
+        self._core.low_water = max(0, int(low_water))
         self._consumed_at: List[float] = []
         self._threads = [threading.Thread(target=self._core.loop, daemon=True,
                                           name=f"impact-prefetch-{i}")
@@ -212,6 +221,15 @@ class Prefetcher:
             return min(self.max_lookahead, 4)
         per_batch = max((times[-1] - times[0]) / (len(times) - 1), 1e-4)
         return int(min(self.max_lookahead, max(2, np.ceil(2 * lat / per_batch) + 2)))
+
+    @property
+    def on_low(self) -> Optional[Callable[[], None]]:
+        """Called when the backlog falls below ``low_water`` (see the class doc)."""
+        return self._core.on_low
+
+    @on_low.setter
+    def on_low(self, fn: Optional[Callable[[], None]]) -> None:
+        self._core.on_low = fn
 
     # -- figures ------------------------------------------------------------------
     @property

@@ -47,3 +47,67 @@ def test_refuses_its_own_sampler_arguments(dataset):
         il.ImpactLoader(dataset, batch_size=8, sampler=[1])
     with pytest.raises(ValueError, match="shuffle="):
         il.ImpactLoader(dataset, batch_size=8, shuffle=True)
+
+
+def _threads():
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith("impact-")]
+
+
+def _indices_ok(batch_idx, x_labels):
+    return torch.equal(batch_idx % 10, x_labels)
+
+
+def test_break_restart_and_resume_mid_epoch(dataset):
+    loader = il.ImpactLoader(dataset, batch_size=16, policy="uniform", num_workers=0)
+    loader.set_epoch(0)
+    for k, ((x, y), idx) in enumerate(loader):  # stop early
+        assert _indices_ok(idx, y)
+        if k == 3:
+            break
+    seen = []
+    for (x, y), idx in loader:  # a new pass restarts the epoch
+        assert _indices_ok(idx, y)
+        seen.extend(idx.tolist())
+    assert sorted(seen) == list(range(200))
+    loader.set_epoch(1)
+    it = iter(loader)
+    first = [next(it)[1] for _ in range(3)]
+    state = loader.sampler.state_dict()
+    rest = [idx for _, idx in it]
+    loader.sampler.load_state_dict(state)  # resume at position 3 of epoch 1
+    again = [idx for (_, y), idx in loader if _indices_ok(idx, y)]
+    assert [t.tolist() for t in again] == [t.tolist() for t in rest]
+    assert sorted(torch.cat(first + again).tolist()) == list(range(200))
+
+
+def test_annotation_failure_reaches_the_training_loop(dataset):
+    loader = il.ImpactLoader(dataset, batch_size=16, policy="uniform", num_workers=0)
+
+    def broken(*args, **kwargs):
+        raise ValueError("directory is broken")
+
+    dataset.directory.annotate = broken
+    with pytest.raises(il.PrefetchError, match="directory is broken"):
+        for _ in loader:
+            pass
+
+
+def test_threads_stop_on_close_and_when_everything_is_dropped(tmp_path):
+    import gc
+
+    src = il.write_lmdb(str(tmp_path / "d"), make_samples(100))
+    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=30 * 500)
+    loader = il.ImpactLoader(ds, batch_size=10, num_workers=0)
+    next(iter(loader))
+    assert _threads()
+    ds.close()
+    assert not _threads()
+    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=30 * 500)
+    loader = il.ImpactLoader(ds, batch_size=10, num_workers=0)
+    for _ in loader:
+        pass
+    del loader, ds
+    gc.collect()
+    assert not _threads()

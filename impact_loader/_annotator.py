@@ -1,0 +1,232 @@
+"""The pipeline's annotator thread: annotates the epoch plan ahead of the DataLoader.
+
+Annotating a batch (asking the cache directory where each sample is, admitting and
+substituting) costs a few microseconds per sample of Python. Done when the DataLoader
+asks the sampler for a batch, that time would sit on the training loop's critical path,
+inside ``next(loader)``; here a background thread does it ahead of time, while the
+training step computes, and submits each annotated batch's storage reads to the
+:class:`~impact_loader.prefetcher.Prefetcher` at once. The sampler hook
+(:class:`~impact_loader.pipeline.CachePipeline`, on the training loop's thread) only
+takes finished annotations.
+
+How far ahead: at least ``lookahead()`` batches past the one the loop is about to take
+(enough to hide a read's latency at the rate batches are consumed), and further while
+the readers have fewer than ``backlog_target`` samples queued (latency-bound storage
+needs a full queue), up to ``max_lookahead`` batches, and only while the pools whose
+entries turn over with the batches have room (see :meth:`Annotator._room`).
+
+Thread-safety: every directory call holds the pipeline's directory lock; positions, the
+finished annotations and the accounting live under this object's condition. Only the
+training loop's thread calls ``start_epoch`` / ``take``; the plan arrays it hands over
+are read-only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from .plan import LOC_L, LOC_STAGING, TIER_NONE
+from .prefetcher import ReadJob
+
+__all__ = ["Annotator"]
+
+
+class Annotator:
+    """Background annotation of one epoch's plan at a time.
+
+    Args:
+        directory: the cache directory (``annotate``).
+        lock: the lock every directory call holds.
+        prefetcher: where each annotated batch's reads are submitted.
+        batch_size: samples per batch of the plan.
+        record_blocks: store blocks of a typical record.
+        tiers: annotate with the plan's tiers (False: every sample ``TIER_NONE``).
+        backlog_target: samples the readers should have queued.
+    """
+
+    def __init__(self, directory: Any, lock: threading.Lock, prefetcher: Any, *,
+                 batch_size: int, record_blocks: int, tiers: bool,
+                 backlog_target: int) -> None:
+        self.directory, self.lock, self.prefetcher = directory, lock, prefetcher
+        self.batch_size = int(batch_size)
+        self.record_blocks = max(1, int(record_blocks))
+        self.tiers = bool(tiers)
+        self.backlog_target = int(backlog_target)
+        self.outstanding = 16
+        config, store = directory.config, directory.store
+        # Pools whose entries turn over with the batches: staging (staged misses) and
+        # the L-cache (substitutes): capacity in blocks, blocks kept free.
+        self.turnover: Dict[int, tuple] = {}
+        if config.staging_bytes > 0:
+            self.turnover[LOC_STAGING] = (store.pool_blocks(LOC_STAGING), 0)
+        if config.policy == "importance" and config.l_bytes >= config.block_bytes:
+            self.turnover[LOC_L] = (store.pool_blocks(LOC_L),
+                                    2 * config.package_size * self.record_blocks)
+        self.peak = dict.fromkeys(self.turnover, 0)  # most entries one batch used
+        self.cv = threading.Condition(threading.Lock())
+        self.seq = -1  # batch sequence number of the last annotation
+        self.cpu_seconds = 0.0  # CPU of the annotator thread while annotating
+        self.error: Optional[BaseException] = None
+        self._closed = False
+        self._busy = False
+        self._token = 0  # bumped when the plan changes; stale annotations are dropped
+        self._plan: Optional[tuple] = None  # (indices, tier, importance, n_batches)
+        self._next = 0  # first position not yet annotated
+        self._want = 0  # position the loop takes next
+        self._ahead: Dict[int, tuple] = {}
+        self._use = dict.fromkeys(self.turnover, 0)  # entries of the batches ahead
+        self._thread: Optional[threading.Thread] = None
+
+    # -- training-loop side -----------------------------------------------------------
+    def start(self, indices: np.ndarray, tier: np.ndarray, importance: np.ndarray,
+              n_batches: int, position: int) -> None:
+        """Annotate a new plan from ``position`` on; drops annotations of the old one.
+
+        The caller updates the directory for a new epoch between :meth:`stop` and this.
+        """
+        with self.cv:
+            self._reset(position)
+            self._plan = (indices, tier, importance, int(n_batches))
+            self.cv.notify_all()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="impact-annotate",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop annotating the current plan; returns once no annotation is running."""
+        with self.cv:
+            self._plan = None
+            self._reset(0)
+
+    def _reset(self, position: int) -> None:  # cv held
+        self._token += 1
+        while self._busy:
+            self.cv.wait()
+        self._ahead.clear()
+        self._use = dict.fromkeys(self.turnover, 0)
+        self._next = self._want = position
+
+    def take(self, b: int, timeout: float) -> tuple:
+        """The annotation of position ``b``: ``(annotation, job, tier)``, waiting for it.
+
+        A position other than the expected next one (a pass restarted mid-epoch)
+        restarts annotation there.
+
+        Raises:
+            RuntimeError: the annotator failed (chained) or was closed.
+            TimeoutError: no annotation within ``timeout`` seconds.
+        """
+        with self.cv:
+            if b != self._want:
+                plan = self._plan
+                self._reset(b)
+                self._plan = plan
+            self._want = b
+            self.cv.notify_all()
+            if not self.cv.wait_for(lambda: b in self._ahead or self.error is not None
+                                    or self._closed, timeout):
+                raise TimeoutError(f"batch {b} was not annotated within {timeout:.0f} s")
+            if self.error is not None:
+                raise RuntimeError(f"annotating batch {b} failed: {self.error!r}") \
+                    from self.error
+            if self._closed:
+                raise RuntimeError("the cache pipeline was closed; create a new sampler")
+            ann, job, tier, use = self._ahead.pop(b)
+            for p, k in use.items():
+                self._use[p] -= k
+            self._want = b + 1
+            self.cv.notify_all()
+        return ann, job, tier
+
+    def kick(self) -> None:
+        """Re-check whether to annotate further (the readers' queue ran low)."""
+        with self.cv:
+            self.cv.notify_all()
+
+    def close(self) -> None:
+        """Stop the thread (idempotent)."""
+        with self.cv:
+            self._closed = True
+            self.cv.notify_all()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=30)
+
+    # -- the thread -------------------------------------------------------------------
+    def _room(self) -> bool:
+        """Whether the turnover pools can take one more batch ahead (cv held).
+
+        Staging holds the staged misses, the L-cache the substitutes, of the batches
+        annotated ahead and of the ``outstanding`` batches the DataLoader may still
+        read; their entries are freed only once those batches are consumed. One more
+        batch must fit beside them: otherwise its staged misses would be left to the
+        workers, and L-packages would evict entries whose memory comes back only after
+        the package's bytes arrived (an abandoned read).
+        """
+        bs = self.batch_size
+        for pool, (capacity, keep) in self.turnover.items():
+            per_batch = bs if pool == LOC_STAGING else self.peak[pool]
+            need = (self._use[pool] + (self.outstanding + 2) * per_batch) \
+                * self.record_blocks + keep
+            if need > capacity:
+                return False
+        return True
+
+    def _wanted(self) -> bool:  # cv held
+        if self._plan is None or self._next >= self._plan[3]:
+            return False
+        ahead = self._next - self._want
+        if ahead <= 0:
+            return True  # the loop waits for it
+        p = self.prefetcher
+        if ahead > p.max_lookahead or not self._room():
+            return False
+        return ahead <= p.lookahead() or p.backlog < self.backlog_target
+
+    def _loop(self) -> None:
+        cv = self.cv
+        while True:
+            with cv:
+                while not self._closed and not self._wanted():
+                    cv.wait()
+                if self._closed:
+                    return
+                b, token = self._next, self._token
+                indices, tier, importance, _ = self._plan
+                self._next += 1
+                self.seq += 1
+                seq = self.seq
+                self._busy = True
+            cpu = time.thread_time()
+            try:
+                item = self._annotate(b, seq, indices, tier, importance)
+            except BaseException as exc:  # surfaced by take() on the loop's thread
+                item, self.error = None, exc
+            self.cpu_seconds += time.thread_time() - cpu
+            with cv:
+                self._busy = False
+                if item is not None and token == self._token:
+                    self._ahead[b] = item
+                    for p, k in item[3].items():
+                        self._use[p] += k
+                        self.peak[p] = max(self.peak[p], k)
+                cv.notify_all()
+                if self.error is not None:
+                    return
+
+    def _annotate(self, b: int, seq: int, indices: np.ndarray, tier: np.ndarray,
+                  importance: np.ndarray) -> tuple:
+        bs = self.batch_size
+        idx, t = indices[b * bs:(b + 1) * bs], tier[b * bs:(b + 1) * bs]
+        t_cache = t if self.tiers else np.full(len(idx), TIER_NONE, np.int8)
+        with self.lock:
+            ann = self.directory.annotate(idx, t_cache, importance[idx], seq=seq)
+        reads = ann.reads
+        job = self.prefetcher.submit(ReadJob(reads.start, reads.stop, tag=b))
+        use = {p: int(np.count_nonzero(ann.location == p)) for p in self.turnover}
+        return ann, job, t, use
