@@ -57,7 +57,7 @@ def test_report_is_complete(quick):
         assert run["structures"], "no heap structure found behind the sampler"
     for kind, p in report["figures"]["per_sample"].items():
         assert all(math.isfinite(v) for v in p.values()), kind
-    assert len(report["targets"]) == 5
+    assert len(report["targets"]) == 7
     assert all(isinstance(t["met"], bool) and t["figure"] for t in report["targets"])
 
 
