@@ -15,24 +15,22 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from . import accuracy_data
-from .accuracy_data import CLASSES, DATASETS
+from .accuracy_data import DATASETS
+from .instruments import environment
+from .task import HIDDEN, make_model, to_xy
 
 __all__ = ["DATASETS", "add_arguments", "format_table", "main", "make_model",
            "run_accuracy"]
 
-HIDDEN = 128  # hidden units of the MLP
 # Defaults of a full run (about 1-2 minutes on 2 idle cores) and of --quick (seconds).
 # 16 epochs: uniform has converged on digits (within about half a point of its plateau),
 # and impact's last epoch is a selection epoch, not a full-data refresh epoch (with the
@@ -41,23 +39,11 @@ DEFAULTS = {"epochs": 16, "synthetic_samples": 5_000, "synthetic_test_samples": 
 QUICK = {"epochs": 7, "synthetic_samples": 1_000, "synthetic_test_samples": 500}
 
 
-def make_model(seed: int, features: int = 64, classes: int = CLASSES) -> torch.nn.Module:
-    """The benchmark's MLP with weights drawn from ``seed`` (global RNG left untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return torch.nn.Sequential(torch.nn.Linear(features, HIDDEN), torch.nn.ReLU(),
-                                   torch.nn.Linear(HIDDEN, classes))
-
-
 def _fingerprint(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for p in model.parameters():
         digest.update(p.detach().numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def _to_xy(sample: dict) -> tuple:
-    return torch.from_numpy(sample["x"]), sample["label"]
 
 
 # ---------------------------------------------------------------- one run
@@ -73,7 +59,7 @@ def _train(data: Dict[str, Any], policy: str, seed: int, opts: Dict[str, Any],
     n = data["train_samples"]
     cache_bytes = int(opts["cache_fraction"] * n * data["record_bytes"])
     source = il.LMDBSource(data["path"])
-    dataset = il.ImpactDataset(source, transform=_to_xy, cache_bytes=cache_bytes)
+    dataset = il.ImpactDataset(source, transform=to_xy, cache_bytes=cache_bytes)
     try:
         loader = il.ImpactLoader(dataset, opts["batch_size"], policy=policy, seed=seed,
                                  num_workers=opts["workers"])
@@ -255,18 +241,9 @@ def run_accuracy(*, datasets: Sequence[str] = DATASETS,
     return {"benchmark": "accuracy", "datasets_run": datasets, "policies": policies,
             "seeds": seeds, "options": opts, "datasets": info, "runs": runs,
             "summary": _summarize(runs, datasets, policies),
-            "environment": {**_environment(), "wall_seconds": time.perf_counter() - wall,
+            "environment": {**environment(), "wall_seconds": time.perf_counter() - wall,
                             "cpu_seconds": time.process_time() - cpu,
                             "load_average": [load, os.getloadavg()[0]]}}
-
-
-def _environment() -> Dict[str, Any]:
-    import impact_loader as il
-
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "impact_loader": il.__version__, "torch": torch.__version__,
-            "python": sys.version.split()[0], "platform": platform.platform(),
-            "cpu_count": os.cpu_count()}
 
 
 def format_table(result: Dict[str, Any]) -> str:

@@ -12,16 +12,14 @@ import argparse
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
 from ..errors import ImpactLoaderError
 from . import accuracy
 from .loaders import LOADERS, parse_loaders
+from .instruments import environment
 from .report import format_report, plot_report
 from .runner import default_data_dir, run_scenario
 from .scenario import STORAGE_CHOICES, Scenario, Storage
@@ -178,25 +176,6 @@ def scenario_from_args(args: argparse.Namespace,
                     start_method=args.start_method, compute_ms=args.compute_ms,
                     seed=args.seed, sampler_warmup_epochs=args.sampler_warmup_epochs,
                     staging_mib=args.staging_mib, data_dir=args.data_dir)
-
-
-def environment() -> Dict[str, Any]:
-    """Date, machine and versions, for the record of a run."""
-    import torch
-
-    import impact_loader as il
-
-    where = os.path.dirname(os.path.abspath(il.__file__))
-    try:
-        commit = subprocess.run(["git", "-C", where, "describe", "--always", "--dirty"],
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "impact_loader": il.__version__, "git": commit or None,
-            "torch": torch.__version__, "python": sys.version.split()[0],
-            "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "load_average": os.getloadavg()}
 
 
 def _write_json(path: str, report: Dict[str, Any]) -> None:

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import platform
 import resource
+import subprocess
+import sys
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Any, Callable, Dict
 
 from ..throttle import count_runs
 
 __all__ = ["CountingSource", "Timed", "cpu_seconds", "other_threads_cpu_seconds",
-           "rss_bytes", "COUNTERS"]
+           "rss_bytes", "environment", "COUNTERS"]
 
 COUNTERS = ("main_calls", "main_runs", "main_bytes", "worker_calls", "worker_runs",
             "worker_bytes")
@@ -118,3 +122,22 @@ def rss_bytes(pid: int = 0) -> int:
     path = "/proc/self/statm" if pid == 0 else f"/proc/{pid}/statm"
     with open(path) as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def environment() -> Dict[str, Any]:
+    """Date, machine and versions, for the record of a run."""
+    import torch
+
+    import impact_loader as il
+
+    where = os.path.dirname(os.path.abspath(il.__file__))
+    try:
+        commit = subprocess.run(["git", "-C", where, "describe", "--always", "--dirty"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "impact_loader": il.__version__, "git": commit or None,
+            "torch": torch.__version__, "python": sys.version.split()[0],
+            "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "load_average": os.getloadavg()}

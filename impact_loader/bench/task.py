@@ -24,10 +24,20 @@ import torch.nn.functional as F
 
 from ..synthetic import synthetic_samples
 
-__all__ = ["FEATURES", "CLASSES", "to_xy", "to_size", "ModelTask", "StandInTask",
-           "synthetic_test_set"]
+__all__ = ["FEATURES", "CLASSES", "HIDDEN", "to_xy", "to_size", "make_model", "ModelTask",
+           "StandInTask", "synthetic_test_set"]
 
 FEATURES, CLASSES = 64, 10
+HIDDEN = 128  # hidden units of the benchmarks' MLP
+
+
+def make_model(seed: int, features: int = FEATURES,
+               classes: int = CLASSES) -> torch.nn.Module:
+    """The benchmarks' MLP with weights drawn from ``seed`` (global RNG left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Linear(features, HIDDEN), torch.nn.ReLU(),
+                                   torch.nn.Linear(HIDDEN, classes))
 
 
 def to_xy(sample: dict) -> Tuple[torch.Tensor, int]:
@@ -78,9 +88,7 @@ class ModelTask:
 
     def __init__(self, *, seed: int, compute_ms: float,
                  test: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> None:
-        torch.manual_seed(seed)
-        self.model = torch.nn.Sequential(torch.nn.Linear(FEATURES, 128), torch.nn.ReLU(),
-                                         torch.nn.Linear(128, CLASSES))
+        self.model = make_model(seed)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.05, momentum=0.9)
         self.sleep = compute_ms / 1e3
         self.test = test
