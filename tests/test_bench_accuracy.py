@@ -12,6 +12,7 @@ import torch
 pytest.importorskip("sklearn")
 
 from impact_loader.bench import accuracy as acc  # noqa: E402
+from impact_loader.bench import accuracy_cli as acc_cli  # noqa: E402
 
 SEEDS = (0, 1)
 
@@ -122,14 +123,14 @@ def test_bad_arguments_name_the_value(kwargs, match):
 
 def _parser():
     parser = argparse.ArgumentParser(prog="impact-bench accuracy")
-    acc.add_arguments(parser)
+    acc_cli.add_arguments(parser)
     return parser
 
 
 def test_command_line_runs_and_prints_the_table(capsys):
     args = _parser().parse_args(["--quick", "--datasets", "digits", "--seeds", "0",
                                  "--epochs", "2", "--quiet"])
-    out = acc.main(args)
+    out = acc_cli.main(args)
     printed = capsys.readouterr().out
     assert [(r["dataset"], r["policy"]) for r in out["summary"]] == [
         ("digits", "uniform"), ("digits", "impact")]

@@ -17,7 +17,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from ..errors import ImpactLoaderError
-from . import accuracy
+from . import accuracy, accuracy_cli
 from .loaders import LOADERS, parse_loaders
 from .instruments import environment
 from .report import format_report, plot_report
@@ -189,10 +189,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv and argv[0] == "accuracy":
         sub = argparse.ArgumentParser(prog="impact-bench accuracy",
                                       description=accuracy.__doc__.split("\n\n")[0])
-        accuracy.add_arguments(sub)
+        accuracy_cli.add_arguments(sub)
         sub.add_argument("--json", metavar="PATH", help="write the result to PATH as JSON")
         args = sub.parse_args(argv[1:])
-        result = accuracy.main(args)
+        result = accuracy_cli.main(args)
         if args.json:
             _write_json(args.json, result)
         return 0
