@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
@@ -46,12 +46,15 @@ class Annotator:
         record_blocks: store blocks of a typical record.
         tiers: annotate with the plan's tiers (False: every sample ``TIER_NONE``).
         backlog_target: samples the readers should have queued.
+        failed: ``failed(seq)`` is called when annotating batch ``seq`` raised (its
+            reads were never submitted); submitted jobs are tagged with their ``seq``.
     """
 
     def __init__(self, directory: Any, lock: threading.Lock, prefetcher: Any, *,
                  batch_size: int, record_blocks: int, tiers: bool,
-                 backlog_target: int) -> None:
+                 backlog_target: int, failed: Callable[[int], None]) -> None:
         self.directory, self.lock, self.prefetcher = directory, lock, prefetcher
+        self.failed = failed
         self.batch_size = int(batch_size)
         self.record_blocks = max(1, int(record_blocks))
         self.tiers = bool(tiers)
@@ -163,15 +166,16 @@ class Annotator:
 
         Staging holds the staged misses, the L-cache the substitutes, of the batches
         annotated ahead and of the ``outstanding`` batches the DataLoader may still
-        read; their entries are freed only once those batches are consumed. One more
-        batch must fit beside them: otherwise its staged misses would be left to the
-        workers, and L-packages would evict entries whose memory comes back only after
-        the package's bytes arrived (an abandoned read).
+        read (``outstanding + 1`` batches once the loop has asked for the next one);
+        their entries are freed only once those batches are consumed. One more batch,
+        and one of slack, must fit beside them: otherwise its staged misses would be
+        left to the workers, and L-packages would evict entries whose memory comes back
+        only after the package's bytes arrived (an abandoned read).
         """
         bs = self.batch_size
         for pool, (capacity, keep) in self.turnover.items():
             per_batch = bs if pool == LOC_STAGING else self.peak[pool]
-            need = (self._use[pool] + (self.outstanding + 2) * per_batch) \
+            need = (self._use[pool] + (self.outstanding + 3) * per_batch) \
                 * self.record_blocks + keep
             if need > capacity:
                 return False
@@ -207,6 +211,7 @@ class Annotator:
                 item = self._annotate(b, seq, indices, tier, importance)
             except BaseException as exc:  # surfaced by take() on the loop's thread
                 item, self.error = None, exc
+                self.failed(seq)
             self.cpu_seconds += time.thread_time() - cpu
             with cv:
                 self._busy = False
@@ -226,7 +231,7 @@ class Annotator:
         t_cache = t if self.tiers else np.full(len(idx), TIER_NONE, np.int8)
         with self.lock:
             ann = self.directory.annotate(idx, t_cache, importance[idx], seq=seq)
-        reads = ann.reads
-        job = self.prefetcher.submit(ReadJob(reads.start, reads.stop, tag=b))
         use = {p: int(np.count_nonzero(ann.location == p)) for p in self.turnover}
+        reads = ann.reads
+        job = self.prefetcher.submit(ReadJob(reads.start, reads.stop, tag=seq))
         return ann, job, t, use

@@ -58,6 +58,9 @@ class ReaderCore:
         # below low_water samples: the owner may queue more work.
         self.on_low: Optional[Callable[[], None]] = None
         self.low_water = 0
+        # on_done(job) is called (on the thread that finished it, no lock held) once
+        # per job, when it was delivered or failed.
+        self.on_done: Optional[Callable[[Any], None]] = None
         self.closed = False
         self.lock = threading.Lock()  # counters
         self.calls = self.samples = self.nbytes = self.retried = self.failed = 0
@@ -146,6 +149,8 @@ class ReaderCore:
             self.cpu_seconds += cpu + time.thread_time() - t1
         for job in finished:
             job.done.set()
+            if self.on_done is not None:
+                self.on_done(job)
 
     def _read(self, indices: list):
         attempt = 0
@@ -185,10 +190,13 @@ class ReaderCore:
         error = RuntimeError("the prefetcher was closed before this read ran")
         for _, _, job in queued:
             with self.lock:
-                if job.error is None:
+                first = job.error is None
+                if first:
                     job.error = error
                     self.failed += 1
             job.done.set()
+            if first and self.on_done is not None:
+                self.on_done(job)
         me = threading.current_thread()
         for t in threads:
             if t is not me:

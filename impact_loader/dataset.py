@@ -23,6 +23,7 @@ import numpy as np
 
 from .counters import WorkerCounters
 from .layout import block_bytes_for, cache_layout, probe_sizes
+from .readiness import BatchReadiness
 from .plan import LOC_SOURCE, BatchPlan
 from .source import check_indices
 
@@ -78,11 +79,13 @@ class ImpactDataset:
         self.store = None
         self.pipeline = None  # set when an ImportanceSampler attaches
         self.record_blocks = 1  # store blocks of a typical record (set with the cache)
+        self.readiness = None  # BatchReadiness shared with the workers (with a cache)
         # Shared with the workers; made before the first read, so the size probe counts.
         self.counters = WorkerCounters()
         if self.cache_bytes > 0:
             self._probe = probe_sizes(_Counted(self))
             self._make_directory()
+            self.readiness = BatchReadiness()
         # Counts of this process only (every process's are in self.counters).
         self.store_hits = 0
         self.source_reads = 0
@@ -180,9 +183,13 @@ class ImpactDataset:
         planned_cached = store_bytes = 0
         if store is not None:
             cached = np.flatnonzero(plan.location != LOC_SOURCE).tolist()
-            slots, gens = plan.slot, plan.generation
+            if cached and plan.seq >= 0 and self.readiness is not None:
+                # Handed over before its reads landed: wait for them (a failed or
+                # late read leaves its entry empty; the source serves it below).
+                self.readiness.wait(plan.seq)
+            slots, gens = plan.slot.tolist(), plan.generation.tolist()
             for k in cached:
-                data = store.read(int(slots[k]), int(gens[k]))
+                data = store.read(slots[k], gens[k])
                 if data is not None:
                     raws[k] = data
                     found.append(k)
@@ -207,8 +214,11 @@ class ImpactDataset:
             self.pipeline = None
         if self.directory is not None:
             self.directory.close()
+        if self.readiness is not None:
+            self.readiness.close()
         self.directory = None
         self.store = None
+        self.readiness = None
 
 
 class _Counted:

@@ -5,9 +5,14 @@ Main process only. The sampler calls the pipeline for each batch it is about to 
 (:class:`~impact_loader._annotator.Annotator`) annotates the upcoming batches of the
 epoch with the cache directory (hits, substitutions, admissions, L-packages) and submits
 the storage reads they need to the :class:`Prefetcher`; the hook, on the training loop's
-thread, takes batch *b*'s annotation and waits until *b*'s own reads have landed in the
-shared store. A read that fails surfaces here, in the training loop, as
-:class:`PrefetchError`.
+thread, takes batch *b*'s annotation and hands it over at once, tagged with its batch
+sequence number. When a batch's reads, and those of every earlier batch, have landed in
+the shared store, the pipeline marks its sequence number ready in a
+:class:`~impact_loader.readiness.BatchReadiness` table; the DataLoader worker that got
+the batch waits for that mark before copying from the store. A read that fails after
+its retries surfaces in the training loop, at the next batch the sampler yields, as
+:class:`PrefetchError` naming the indices (the worker reads the missing samples from
+the source meanwhile); a read that does not finish within ``wait_timeout`` too.
 
 Safe reuse of store memory: the directory frees an evicted entry only once the batch
 sequence numbers that could read it are released. A batch yielded at sequence *s* has
@@ -22,6 +27,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from collections import deque
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
@@ -67,14 +73,20 @@ class CachePipeline:
         self._lock = threading.Lock()  # the directory is not thread-safe
         # Samples to keep queued for the readers: a full chunk for every thread, twice.
         backlog = 2 * int(threads) * int(chunk)
+        self.readiness = dataset.readiness
+        self.readiness.timeout = self.wait_timeout
+        in_order = _InOrder(self.readiness)
         self.prefetcher = Prefetcher(dataset.source, _filler(self.directory, self._lock),
                                      threads=threads, chunk=chunk, retries=retries,
                                      backoff_s=backoff_s, low_water=backlog)
         self.annotator = Annotator(self.directory, self._lock, self.prefetcher,
                                    batch_size=sampler.batch_size,
                                    record_blocks=getattr(dataset, "record_blocks", 1),
-                                   tiers=self.tiers, backlog_target=backlog)
+                                   tiers=self.tiers, backlog_target=backlog,
+                                   failed=lambda seq: in_order.done(seq, False))
         self.prefetcher.on_low = self.annotator.kick
+        self.prefetcher.on_done = in_order.job_done
+        self._handed: deque = deque()  # jobs of batches handed over, not yet checked
         self.outstanding = outstanding
         self._epoch: Optional[int] = None
         self.cpu_seconds = 0.0
@@ -108,12 +120,14 @@ class CachePipeline:
 
     # -- sampler hook -------------------------------------------------------------
     def __call__(self, plan: BatchPlan) -> BatchPlan:
-        """Return ``plan`` annotated; blocks until its own reads have landed.
+        """Return ``plan`` annotated (its reads may still be landing; see the module doc).
 
         Raises:
-            PrefetchError: a read this batch needs failed, or annotating failed.
+            PrefetchError: a read of a batch handed over earlier failed after its
+                retries or did not finish within ``wait_timeout``, or annotating failed.
         """
         cpu = time.thread_time()
+        self._check_handed()
         if plan.epoch != self._epoch:
             self._start_epoch(plan.epoch, plan.position)
         b = plan.position
@@ -122,8 +136,8 @@ class CachePipeline:
         except (RuntimeError, TimeoutError) as exc:
             raise PrefetchError(f"epoch {plan.epoch} batch {b}: {exc}") from exc
         if not job.done.is_set():
-            self.counts["waited_batches"] += 1
-        self.prefetcher.wait([job], timeout=self.wait_timeout)
+            self.counts["waited_batches"] += 1  # handed over before its reads landed
+        self._handed.append(job)
         self.prefetcher.consumed()
         with self._lock:
             if ann.seq - self.outstanding - 1 >= 0:
@@ -136,9 +150,23 @@ class CachePipeline:
         c["substitutions"] += int(np.count_nonzero(ann.substituted))
         out = BatchPlan(ann.indices, tier=tier, location=ann.location, slot=ann.slot,
                         generation=ann.generation, planned=ann.planned,
-                        epoch=plan.epoch, position=b)
+                        epoch=plan.epoch, position=b, seq=ann.seq)
         self.cpu_seconds += time.thread_time() - cpu
         return out
+
+    def _check_handed(self) -> None:
+        """Raise for a failed or stalled read of a batch handed over earlier."""
+        handed, now = self._handed, time.perf_counter()
+        for job in list(handed):
+            if job.done.is_set():
+                if job.error is None:
+                    handed.remove(job)
+                    continue
+                handed.remove(job)
+                self.prefetcher.wait([job], timeout=0)  # raises its PrefetchError
+            elif now - job.submitted > self.wait_timeout:
+                handed.remove(job)
+                self.prefetcher.wait([job], timeout=0)  # raises "did not finish"
 
     def stats(self) -> Dict[str, Any]:
         """Pipeline counters plus the prefetcher's storage figures.
@@ -165,6 +193,29 @@ class CachePipeline:
 def _shutdown(annotator: Annotator, prefetcher: Prefetcher) -> None:
     annotator.close()
     prefetcher.close()
+
+
+class _InOrder:
+    """Marks batch sequence numbers ready in order: ``seq`` is marked once its own job
+    and every earlier one finished (a batch may use bytes an earlier batch loaded,
+    e.g. a substitute from its L-package). A failed job counts as finished, marked
+    failed; the workers then read what is missing from the source."""
+
+    def __init__(self, readiness: Any) -> None:
+        self.readiness = readiness
+        self.lock = threading.Lock()
+        self.next = 0  # lowest sequence number not yet marked
+        self.finished: Dict[int, bool] = {}
+
+    def job_done(self, job: Any) -> None:
+        self.done(job.tag, job.error is None)
+
+    def done(self, seq: int, ok: bool) -> None:
+        with self.lock:
+            self.finished[seq] = ok
+            while self.next in self.finished:
+                self.readiness.mark(self.next, self.finished.pop(self.next))
+                self.next += 1
 
 
 def _filler(directory: Any, lock: threading.Lock) -> Callable[[List[int], List[Any]], None]:

@@ -34,16 +34,18 @@ class BatchPlan:
         generation: int64 generation tag the store entry must carry (-1 if none).
         planned: int64 indices the policy planned before substitution.
         epoch: epoch of the plan. position: index of the batch within the epoch.
+        seq: batch sequence number of the cache pipeline (-1 without a cache); the
+            reader waits for it to be marked ready before copying from the store.
     """
 
     __slots__ = ("indices", "tier", "location", "slot", "generation", "planned",
-                 "epoch", "position")
+                 "epoch", "position", "seq")
 
     def __init__(self, indices: np.ndarray, *, tier: Optional[np.ndarray] = None,
                  location: Optional[np.ndarray] = None, slot: Optional[np.ndarray] = None,
                  generation: Optional[np.ndarray] = None,
                  planned: Optional[np.ndarray] = None, epoch: int = 0,
-                 position: int = 0) -> None:
+                 position: int = 0, seq: int = -1) -> None:
         n = len(indices)
         self.indices = np.asarray(indices, dtype=np.int64)
         self.tier = _or_fill(tier, n, TIER_NONE, np.int8)
@@ -53,6 +55,7 @@ class BatchPlan:
         self.planned = self.indices if planned is None else np.asarray(planned, np.int64)
         self.epoch = int(epoch)
         self.position = int(position)
+        self.seq = int(seq)
 
     def __len__(self) -> int:
         return len(self.indices)

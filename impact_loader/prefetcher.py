@@ -120,6 +120,9 @@ class Prefetcher:
         on_low: ``on_low()`` called on a reader thread, with no lock held, when the
             backlog falls below ``low_water`` (None: nothing is called); the owner may
             submit more work.
+        on_done: ``on_done(job)`` called once per submitted job, with no lock held,
+            when it was delivered or failed (on the reader thread that finished it; for
+            a job with nothing to read, in :meth:`submit`). None: nothing is called.
 
     Raises:
         ValueError: an argument is out of range.
@@ -164,6 +167,8 @@ class Prefetcher:
         job.submitted = time.perf_counter()
         self.jobs_submitted += 1
         if not job.remaining:
+            if core.on_done is not None:
+                core.on_done(job)
             return job
         with core.cond:
             if core.closed:
@@ -230,6 +235,15 @@ class Prefetcher:
     @on_low.setter
     def on_low(self, fn: Optional[Callable[[], None]]) -> None:
         self._core.on_low = fn
+
+    @property
+    def on_done(self) -> Optional[Callable[[ReadJob], None]]:
+        """Called once per job when it finished (see the class doc)."""
+        return self._core.on_done
+
+    @on_done.setter
+    def on_done(self, fn: Optional[Callable[[ReadJob], None]]) -> None:
+        self._core.on_done = fn
 
     # -- figures ------------------------------------------------------------------
     @property
