@@ -1,16 +1,19 @@
-"""Annotation and Reads: what :meth:`CacheDirectory.annotate` returns.
+"""Annotation and Reads: what :meth:`CacheDirectory.annotate` returns, and their builder.
 
 Both are plain holders of numpy arrays (picklable, no per-sample objects). The field
 names match ``impact_loader.plan.BatchPlan`` so the wiring layer can build a plan with
 ``BatchPlan(a.indices, tier=a.tier, location=a.location, slot=a.slot,
-generation=a.generation, planned=a.planned)``.
+generation=a.generation, planned=a.planned)``. :class:`BatchBuilder` holds the working
+arrays of one ``annotate`` call while the directory fills them in.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Annotation", "Reads"]
+from .codes import LOC_SOURCE
+
+__all__ = ["Annotation", "BatchBuilder", "Reads"]
 
 
 class Reads:
@@ -68,8 +71,8 @@ class Annotation:
             the worker reads the source.
         slot: int64 store slot (-1 with ``LOC_SOURCE``).
         generation: int64 generation the slot must carry (-1 with ``LOC_SOURCE``).
-        hit: bool, the bytes were already cached (or pending from an earlier read)
-            when planned; substitutions count as hits.
+        hit: bool, the bytes were already cached (or pending from an earlier batch's
+            read) when the batch was annotated; substitutions count as hits.
         substituted: bool, ``indices`` differs from ``planned`` by substitution.
         reads: the :class:`Reads` the prefetcher must issue for this annotation.
         seq: batch sequence number the annotation belongs to.
@@ -88,3 +91,48 @@ class Annotation:
     def __repr__(self) -> str:
         return (f"Annotation(seq={self.seq}, n={len(self)}, hits={int(self.hit.sum())}, "
                 f"substituted={int(self.substituted.sum())}, reads={self.reads!r})")
+
+
+class BatchBuilder:
+    """Working arrays of one ``annotate`` call (plan order), then the Annotation.
+
+    Args:
+        idx / tier / imp: the checked plan arrays of the batch.
+        seq: its batch sequence number.
+        slot: int64 slot of each item at the start (-1: miss); updated in place.
+    """
+
+    __slots__ = ("idx", "tier", "imp", "seq", "slot", "delivered", "hit", "sub", "_runs")
+
+    def __init__(self, idx, tier, imp, seq: int, slot) -> None:
+        self.idx, self.tier, self.imp, self.seq, self.slot = idx, tier, imp, seq, slot
+        self.delivered = idx.copy()
+        self.hit = slot >= 0
+        self.sub = np.zeros(len(idx), bool)
+        self._runs = []
+
+    def add_reads(self, pos, start, stop, location: int) -> None:
+        """Storage reads ``[start[i], stop[i])`` first needed at plan position ``pos[i]``."""
+        self._runs.append((pos, start, stop, np.full(len(pos), location, np.int8)))
+
+    def reads(self) -> Reads:
+        """The reads, in plan order of first need."""
+        if not self._runs:
+            return Reads(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int8))
+        pos, start, stop, loc = (np.concatenate(c) for c in zip(*self._runs))
+        order = np.argsort(pos, kind="stable")
+        return Reads(start[order], stop[order], loc[order])
+
+    def annotation(self, store) -> Annotation:
+        """The finished :class:`Annotation` (generations and pools from ``store``)."""
+        n, slot = len(self.idx), self.slot
+        gen = np.full(n, -1, np.int64)
+        loc = np.full(n, LOC_SOURCE, np.int8)
+        has = slot >= 0
+        if has.any():
+            s = slot[has]
+            gen[has] = store.generations(s)
+            loc[has] = store._pool[s]
+        return Annotation(planned=self.idx, indices=self.delivered, tier=self.tier,
+                          location=loc, slot=slot, generation=gen, hit=self.hit,
+                          substituted=self.sub, reads=self.reads(), seq=self.seq)

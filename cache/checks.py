@@ -6,7 +6,7 @@ import numpy as np
 
 from .codes import TIER_L, TIER_NONE
 
-__all__ = ["check_plan"]
+__all__ = ["check_plan", "check_updates", "fill_indices"]
 
 
 def check_plan(indices, tier, importance, seq, last_seq: int, n_samples: int):
@@ -48,3 +48,39 @@ def check_plan(indices, tier, importance, seq, last_seq: int, n_samples: int):
     if np.isnan(w).any():
         raise ValueError("importance contains NaN; pass finite numbers")
     return idx, t.astype(np.int8, copy=False), w
+
+
+def check_updates(indices, importance, n_samples: int):
+    """Return ``(indices int64, importance float64)`` of an importance update.
+
+    Raises:
+        ValueError: lengths differ or an index is outside ``0 .. n_samples-1``.
+    """
+    idx = np.asarray(indices, np.int64).ravel()
+    imp = np.asarray(importance, np.float64).ravel()
+    if len(idx) != len(imp):
+        raise ValueError(f"{len(idx)} indices but {len(imp)} importance values; "
+                         f"pass one value per index")
+    if len(idx) and (idx.min() < 0 or idx.max() >= n_samples):
+        raise ValueError(f"an index is outside 0..{n_samples - 1}")
+    return idx, imp
+
+
+def fill_indices(indices, n_records: int, n_samples: int) -> np.ndarray:
+    """int64 indices of a ``fill`` call with ``n_records`` records.
+
+    Raises:
+        ValueError: the counts differ or an index is out of range.
+    """
+    if isinstance(indices, range):
+        idx = np.arange(indices.start, indices.stop, indices.step, dtype=np.int64)
+    else:
+        idx = np.asarray(indices, np.int64).ravel()
+    if len(idx) != n_records:
+        raise ValueError(f"fill got {len(idx)} indices but {n_records} records; "
+                         f"pass one record per index")
+    if len(idx) and (idx.min() < 0 or idx.max() >= n_samples):
+        bad = int(idx[(idx < 0) | (idx >= n_samples)][0])
+        raise ValueError(f"index {bad} is out of range for n_samples={n_samples}; "
+                         f"pass indices from the annotation")
+    return idx

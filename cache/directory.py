@@ -7,7 +7,7 @@ index<->slot maps and the chosen policy. The protocol, per batch ``seq`` (0, 1, 
    batch's numpy arrays (``TIER_NONE`` for uniform plans). Hits get their slot and
    generation; a missed L-sample may get a substitute (``a.indices`` reports it);
    misses the policy admits get a reserved slot (evicting through the policy's
-   ``victim`` hook); L-refills schedule a whole package. ``a.reads`` lists the storage
+   ``victims`` hook); L-refills schedule a whole package. ``a.reads`` lists the storage
    reads in plan order: single indices and ``(start, stop)`` package runs.
 2. **Prefetch** (main process; the directory is not thread-safe, so prefetch threads
    call it under one lock) -- for each ``(start, stop)`` in ``a.reads``:
@@ -24,30 +24,35 @@ index<->slot maps and the chosen policy. The protocol, per batch ``seq`` (0, 1, 
 5. **Epoch boundary** -- ``directory.new_epoch()`` (swaps the H shadow heap, renews
    the substitutes); ``update_importance(indices, importance)`` any time.
 
-Admission works on an estimate of the record size (running mean of filled records;
-one block before the first fill). ``fill`` does the exact accounting: if the record
-does not fit, it evicts through the same hook, or abandons the reservation (the worker
-then reads the source). Bytes are never over budget: each pool has a fixed block count.
+A batch is processed as a whole, in numpy: hits first (touched, so nothing this batch
+reads can be reused before it is consumed), then the L-cache's substitutes and packages
+(``lserve.py``), then admissions of the remaining misses and staging
+(``admission.py``). Admission works on an estimate of the record size (running mean of
+filled records; one block before the first fill). ``fill`` (``placement.py``) does the
+exact accounting: if the record does not fit, it evicts through the same hook, or
+abandons the reservation (the worker then reads the source). Bytes are never over
+budget: each pool has a fixed block count.
 
 Memory: 4 bytes per dataset sample (index->slot) and 4 per slot (slot->index), plus the
-store's and the policy's per-slot arrays. Batch sequence numbers must stay < 2**31.
+store's and the policy's per-slot arrays; slots grow with the entries in use. Batch
+sequence numbers must stay < 2**31.
 """
 
 from __future__ import annotations
 
-import math
-from array import array
-from collections import deque
-
 import numpy as np
 
-from .annotation import Annotation, Reads
-from .base import CachePolicy
-from .checks import check_plan
-from .codes import LOC_L, LOC_SOURCE, LOC_STAGING, TIER_L
+from .admission import admit_misses, evict
+from .annotation import Annotation, BatchBuilder
+from .checks import check_plan, check_updates
+from .codes import LOC_STAGING, TIER_L
 from .config import CacheConfig
+from .lserve import serve_l
+from .placement import fill
 from .registry import make_policy
-from .store import LIVE, PENDING, SharedStore
+from .slots import LIVE, PENDING, unique
+from .store import SharedStore
+from .watch import PendingWatch
 
 __all__ = ["CacheDirectory"]
 
@@ -71,28 +76,34 @@ class CacheDirectory:
         self.config = config = config if config is not None else CacheConfig()
         self.n_samples = n_samples
         n_blocks = config.region_bytes // config.block_bytes
-        capacity = config.max_entries or max(n_blocks, 1)
-        self.policy = make_policy(config, capacity, n_samples)
+        self.policy = make_policy(config, 0, n_samples)
         pools = list(self.policy.pools())
         if config.staging_bytes:
             pools.append((LOC_STAGING, config.staging_bytes))
         self.store = SharedStore(pools=pools, block_bytes=config.block_bytes,
-                                 max_entries=capacity)
+                                 max_entries=config.max_entries or max(n_blocks, 1))
         self._pools = [p for p, _ in pools]
-        # Skip the L-cache hooks for policies that do not implement them (hot loop).
-        kind = type(self.policy)
-        self._l_hooks = (kind.substitute is not CachePolicy.substitute
-                         or kind.package is not CachePolicy.package)
-        self._slot_of = array("i", [-1]) * n_samples
-        self._index_of = array("i", [-1]) * capacity
-        self._pending = {p: 0 for p in self._pools}
-        self._watch = deque()  # (slot, seq) of pending and staged entries
+        self._staging = bool(config.staging_bytes)
+        self._slot_of = np.full(n_samples, -1, np.int32)
+        self._index_of = np.full(0, -1, np.int32)
+        self._sync_capacity()
+        self._pending = np.zeros(8, np.int64)  # reservations awaiting bytes, per pool
+        self._watch = PendingWatch()
         self._est_blocks = 1
         self._size_sum = self._size_n = 0
         self._seq = -1
         self.epoch = 0
         self.counts = dict.fromkeys(("planned", "hits", "substitutions", "admitted",
                                      "evicted", "filled", "abandoned", "staged"), 0)
+
+    def _sync_capacity(self) -> None:
+        """Grow slot-indexed arrays (ours and the policy's) to the store's capacity."""
+        cap = self.store.capacity
+        extra = cap - len(self._index_of)
+        if extra > 0:
+            self._index_of = np.concatenate([self._index_of,
+                                             np.full(extra, -1, np.int32)])
+            self.policy.grow(cap)
 
     # ------------------------------------------------------------------ plan
     def annotate(self, indices, tier=None, importance=None, *, seq: int) -> Annotation:
@@ -111,64 +122,24 @@ class CacheDirectory:
             ValueError: lengths differ, an index is out of range, a tier is unknown, an
                 importance is NaN, or ``seq`` went backwards.
         """
-        idx, tier, imp = check_plan(indices, tier, importance, seq, self._seq, self.n_samples)
+        idx, tier, imp = check_plan(indices, tier, importance, seq, self._seq,
+                                    self.n_samples)
         self._seq = seq
-        policy, store, slot_of, index_of = (self.policy, self.store, self._slot_of,
-                                            self._index_of)
-        staging = LOC_STAGING in self._pending
-        l_hooks = self._l_hooks
-        reads = ([], [], [])
-        out_idx, out_slot, out_gen, out_loc, out_hit, out_sub = [], [], [], [], [], []
-        for j, t, w in zip(idx.tolist(), tier.tolist(), imp.tolist()):
-            s = slot_of[j]
-            delivered, hit, sub = j, s >= 0, False
-            if s >= 0:
-                store.touch(s, seq)
-                policy.hit(s, w, j)
-            else:
-                s = policy.substitute(j, t) if l_hooks else -1
-                if s >= 0:
-                    # Touch at once: a package loaded below must not reuse this slot.
-                    store.touch(s, seq)
-                    delivered, hit, sub = index_of[s], True, True
-                    policy.hit(s, math.nan, delivered)
-                run = policy.package(j, t) if l_hooks else None
-                if run is not None:
-                    self._load_package(run[0], run[1], seq, reads)
-                if s < 0:
-                    s = slot_of[j]
-                    if s >= 0:
-                        store.touch(s, seq)
-                        policy.hit(s, w, j)
-                    else:
-                        pool = policy.route(t)
-                        if pool != LOC_SOURCE:
-                            s = self._admit(j, pool, w, seq, reads)
-                        if s < 0 and staging:
-                            s = self._admit(j, LOC_STAGING, w, seq, reads)
-                            if s >= 0:
-                                self.counts["staged"] += 1
-            out_idx.append(delivered)
-            out_slot.append(s)
-            if s >= 0:
-                out_gen.append(store.generation(s))
-                out_loc.append(store.pool_of(s))
-            else:
-                out_gen.append(-1)
-                out_loc.append(LOC_SOURCE)
-            out_hit.append(hit)
-            out_sub.append(sub)
-        slot = np.array(out_slot, np.int64)
-        loc = np.array(out_loc, np.int8)
-        gen = np.array(out_gen, np.int64)
-        hit = np.array(out_hit, bool)
-        sub = np.array(out_sub, bool)
+        self.store._check_owner()
+        b = BatchBuilder(idx, tier, imp, seq, self._slot_of[idx].astype(np.int64))
+        if b.hit.any():
+            hits = b.slot[b.hit]
+            self.store._touch_latest(hits, seq)
+            self.policy.hit(hits, imp[b.hit], idx[b.hit])
+        if not b.hit.all():
+            if self.policy.has_l_cache:
+                serve_l(self, b)
+            admit_misses(self, b)
+        a = b.annotation(self.store)
         self.counts["planned"] += len(idx)
-        self.counts["hits"] += int(hit.sum())
-        self.counts["substitutions"] += int(sub.sum())
-        return Annotation(planned=idx, indices=np.array(out_idx, np.int64), tier=tier,
-                          location=loc, slot=slot, generation=gen, hit=hit,
-                          substituted=sub, reads=Reads(*reads), seq=seq)
+        self.counts["hits"] += int(np.count_nonzero(a.hit))
+        self.counts["substitutions"] += int(np.count_nonzero(a.substituted))
+        return a
 
     def lookup(self, index: int, *, tier: int = TIER_L):
         """Query one sample without admitting anything.
@@ -180,70 +151,18 @@ class CacheDirectory:
             ``(delivered_index, location, slot, generation)`` or None on a miss.
         """
         idx, tier_arr, _ = check_plan([index], [tier], None, max(self._seq, 0), self._seq,
-                                         self.n_samples)
-        j = int(idx[0])
-        s = self._slot_of[j]
-        if s >= 0:
-            self.policy.hit(s, math.nan, j)
-        else:
-            s = self.policy.substitute(j, int(tier_arr[0]))
-            if s < 0:
+                                      self.n_samples)
+        s = self._slot_of[idx].astype(np.int64)
+        if s[0] < 0:
+            if not (self.policy.has_l_cache and self.policy.substitutable(tier_arr)[0]):
                 return None
-            j = self._index_of[s]
-            self.policy.hit(s, math.nan, j)
-        return j, self.store.pool_of(s), s, self.store.generation(s)
-
-    def _admit(self, j: int, pool: int, w: float, seq: int, reads) -> int:
-        store, need = self.store, self._est_blocks
-        # Retired entries count as room: release() frees them before most fills land.
-        while store.reclaimable_slots() == 0 or (
-                store.reclaimable_blocks(pool) - self._pending[pool] * need < need):
-            v = self.policy.victim(pool, w) if pool != LOC_STAGING else -1
-            if v < 0:
-                return -1
-            self._evict(v)
-        s = store.reserve(pool)
-        if s < 0:  # every slot is retired, waiting for release()
-            return -1
-        self._pending[pool] += 1
-        self._slot_of[j] = s
-        self._index_of[s] = j
-        store.touch(s, seq)
-        self._watch.append((s, seq))
-        if pool != LOC_STAGING:
-            self.policy.inserted(s, pool, w, j)
-            self.counts["admitted"] += 1
-        if pool != LOC_L:
-            reads[0].append(j)
-            reads[1].append(j + 1)
-            reads[2].append(pool)
-        return s
-
-    def _load_package(self, start: int, stop: int, seq: int, reads) -> None:
-        first = last = -1
-        for j in range(start, stop):
-            if self._slot_of[j] >= 0:
-                continue
-            if self._admit(j, LOC_L, -math.inf, seq, reads) < 0:
-                break
-            if first < 0:
-                first = j
-            last = j
-        if first >= 0:
-            reads[0].append(first)
-            reads[1].append(last + 1)
-            reads[2].append(LOC_L)
-
-    def _evict(self, s: int) -> None:
-        j = self._index_of[s]
-        if j >= 0 and self._slot_of[j] == s:
-            self._slot_of[j] = -1
-        self._index_of[s] = -1
-        if self.store.state(s) == PENDING:
-            self._pending[self.store.pool_of(s)] -= 1
-        self.policy.removed(s)
-        self.store.retire(s)
-        self.counts["evicted"] += 1
+            s = self.policy.take_substitutes(1)
+            if not len(s):
+                return None
+            idx = self._index_of[s].astype(np.int64)
+        self.policy.hit(s, np.full(1, np.nan), idx)
+        slot = int(s[0])
+        return int(idx[0]), self.store.pool_of(slot), slot, self.store.generation(slot)
 
     # ------------------------------------------------------------------ bytes
     def fill(self, indices, records) -> int:
@@ -261,39 +180,7 @@ class CacheDirectory:
             ValueError: lengths differ, an index is out of range, or a record is larger
                 than the pool it was admitted to.
         """
-        indices = indices.tolist() if isinstance(indices, np.ndarray) else list(indices)
-        if len(indices) != len(records):
-            raise ValueError(f"fill got {len(indices)} indices but {len(records)} "
-                             f"records; pass one record per index")
-        store, placed = self.store, 0
-        for j, rec in zip(indices, records):
-            if not 0 <= j < self.n_samples:
-                raise ValueError(f"index {j} is out of range for n_samples="
-                                 f"{self.n_samples}; pass indices from the annotation")
-            s = self._slot_of[j]
-            if s < 0 or store.state(s) != PENDING:
-                continue
-            pool = store.pool_of(s)
-            while not store.write(s, rec):
-                if store.reclaimable_blocks(pool) >= store.blocks_for(len(rec)):
-                    v = -1  # space is coming back with release(); do not evict more
-                else:
-                    v = self.policy.victim(pool, math.inf) if pool != LOC_STAGING else -1
-                if v < 0 or v == s:
-                    self._evict(s)
-                    self.counts["abandoned"] += 1
-                    break
-                self._evict(v)
-            else:
-                self._pending[pool] -= 1
-                placed += 1
-                self._size_sum += len(rec)
-                self._size_n += 1
-        if placed:
-            mean = self._size_sum / self._size_n
-            self._est_blocks = max(1, store.blocks_for(int(math.ceil(mean))))
-            self.counts["filled"] += placed
-        return placed
+        return fill(self, indices, records)
 
     def put(self, index: int, data) -> bool:
         """Store the bytes of one pending ``index``; returns whether they were stored."""
@@ -306,21 +193,23 @@ class CacheDirectory:
         Staged entries and reservations whose bytes never arrived are dropped once no
         unconsumed batch references them.
         """
-        store, watch = self.store, self._watch
-        if LOC_STAGING not in self._pending and not any(self._pending.values()):
-            watch.clear()  # nothing pending and no staging pool: nothing to watch
-        while watch and watch[0][1] <= seq:
-            s, _ = watch.popleft()
-            st = store.state(s)
-            if store.last_use(s) > seq or self._index_of[s] < 0:
-                if st == PENDING or (st == LIVE and store.pool_of(s) == LOC_STAGING):
-                    watch.append((s, store.last_use(s)))
-                continue
-            if st == PENDING:
-                self._evict(s)
-                self.counts["abandoned"] += 1
-            elif st == LIVE and store.pool_of(s) == LOC_STAGING:
-                self._evict(s)
+        store = self.store
+        store._check_owner()
+        if not self._staging and not self._pending.any():
+            self._watch.clear()  # nothing pending and no staging pool: nothing to watch
+        due = self._watch.due(seq)
+        if len(due):
+            t = store._t
+            st = t.state[due]
+            watched = (st == PENDING) | ((st == LIVE) & (t.pool[due] == LOC_STAGING))
+            due = unique(due[watched])
+            last = t.last_use[due]
+            later = last > seq
+            self._watch.add_by_key(due[later], last[later])
+            now = due[~later]
+            abandoned = now[t.state[now] == PENDING]
+            evict(self, now)
+            self.counts["abandoned"] += len(abandoned)
         store.release(seq)
 
     def new_epoch(self) -> None:
@@ -330,21 +219,15 @@ class CacheDirectory:
 
     def update_importance(self, indices, importance) -> None:
         """New importance for samples; cached ones update the policy's shadow order."""
-        idx = np.asarray(indices, np.int64).ravel()
-        imp = np.asarray(importance, np.float64).ravel()
-        if len(idx) != len(imp):
-            raise ValueError(f"{len(idx)} indices but {len(imp)} importance values; "
-                             f"pass one value per index")
-        if len(idx) and (idx.min() < 0 or idx.max() >= self.n_samples):
-            raise ValueError(f"an index is outside 0..{self.n_samples - 1}")
-        slots = np.frombuffer(self._slot_of, np.int32)[idx]
-        for s, w in zip(slots[slots >= 0].tolist(), imp[slots >= 0].tolist()):
-            if w == w:
-                self.policy.update(s, w)
+        idx, imp = check_updates(indices, importance, self.n_samples)
+        slots = self._slot_of[idx].astype(np.int64)
+        keep = (slots >= 0) & ~np.isnan(imp)
+        if keep.any():
+            self.policy.update(slots[keep], imp[keep])
 
     def slot_of(self, index: int) -> int:
         """Store slot currently holding (or reserved for) ``index``; -1 if none."""
-        return self._slot_of[index]
+        return int(self._slot_of[index])
 
     def stats(self) -> dict:
         """Counters since creation plus bytes and entries per pool."""

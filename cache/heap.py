@@ -15,6 +15,7 @@ in one machine word. NaN keys are rejected.
 
 from __future__ import annotations
 
+import heapq
 import math
 import struct
 from array import array
@@ -22,8 +23,9 @@ from typing import Iterator, Tuple
 
 import numpy as np
 
-__all__ = ["LazyMinHeap", "order_bits", "from_order_bits"]
+__all__ = ["LazyMinHeap", "order_bits", "order_bits_array", "from_order_bits"]
 
+_SMALL = 4  # batch calls with at most this many items loop over the scalar methods
 _F = struct.Struct("<f")
 _I = struct.Struct("<I")
 
@@ -34,6 +36,15 @@ def order_bits(key: float) -> int:
         raise ValueError(f"importance={key!r} is NaN; pass a finite number")
     b = _I.unpack(_F.pack(key))[0]
     return (~b & 0xFFFFFFFF) if b & 0x80000000 else (b | 0x80000000)
+
+
+def order_bits_array(keys) -> np.ndarray:
+    """Vectorized :func:`order_bits` (uint32 array)."""
+    k = np.asarray(keys, np.float32)
+    if np.isnan(k).any():
+        raise ValueError("importance contains NaN; pass finite numbers")
+    b = k.view(np.uint32)
+    return np.where(b & 0x80000000, ~b, b | 0x80000000).astype(np.uint32)
 
 
 def from_order_bits(ob: int) -> float:
@@ -88,6 +99,66 @@ class LazyMinHeap:
         self._sift_up(ob << 32 | item)
         self._maybe_rebuild()
 
+    def push_many(self, items: np.ndarray, keys) -> None:
+        """:meth:`push` for arrays (the last key wins for a repeated item).
+
+        Few new entries are sifted up one by one; many (more than an eighth of the
+        heap) are merged by one rebuild, which sorts the live entries in C.
+        """
+        if len(items) <= _SMALL:  # scalar pushes beat a dozen numpy calls
+            for item, key in zip(np.asarray(items).tolist(), np.asarray(keys).tolist()):
+                self.push(item, key)
+            return
+        items = np.asarray(items, np.int64)
+        ob = order_bits_array(keys)
+        cur = np.frombuffer(self._cur, np.uint32)
+        before = cur[items]
+        cur[items] = ob  # fancy assignment: the last occurrence of an item wins
+        final = cur[items]
+        win = (final != before) & (ob == final)  # changed, and the winning occurrence
+        if not win.any():
+            return
+        items, ob, before = items[win], ob[win], before[win]
+        if len(items) > 1:  # an item repeated with the same winning key: once
+            order = np.argsort(items, kind="stable")
+            s = items[order]
+            keep = order[np.concatenate(([True], s[1:] != s[:-1]))]
+            items, ob, before = items[keep], ob[keep], before[keep]
+        self._live += int(np.count_nonzero(before == 0))
+        del cur  # a live view would pin the array's buffer (grow() extends it)
+        if len(items) > max(64, len(self._heap) >> 3):
+            self.rebuild()
+            return
+        sift = self._sift_up
+        for e in ((ob.astype(np.uint64) << np.uint64(32)) | items.astype(np.uint64)).tolist():
+            sift(e)
+        self._maybe_rebuild()
+
+    def remove_many(self, items: np.ndarray) -> None:
+        """:meth:`remove` for arrays (absent items are skipped)."""
+        if len(items) <= _SMALL:
+            for item in np.asarray(items).tolist():
+                self.remove(item)
+            return
+        cur = np.frombuffer(self._cur, np.uint32)
+        items = np.asarray(items, np.int64)
+        items = np.sort(items[cur[items] != 0])
+        if len(items):
+            cur[items] = 0
+            self._live -= 1 + int(np.count_nonzero(items[1:] != items[:-1]))
+        del cur
+        self._maybe_rebuild()
+
+    def contains(self, items: np.ndarray) -> np.ndarray:
+        """Bool mask: which ``items`` are present."""
+        return np.frombuffer(self._cur, np.uint32)[items] != 0
+
+    def grow(self, capacity: int) -> None:
+        """Allow item ids up to ``capacity - 1``."""
+        if capacity > self.capacity:
+            self._cur.frombytes(bytes(4 * (capacity - self.capacity)))
+            self.capacity = int(capacity)
+
     def remove(self, item: int) -> bool:
         """Remove ``item`` if present (its heap entry dies lazily); return whether it was."""
         if not self._cur[item]:
@@ -131,6 +202,19 @@ class LazyMinHeap:
         other._cur = array("I", self._cur)
         other._live = self._live
         return other
+
+    def compact(self) -> None:
+        """Drop every dead entry in O(entries): a numpy filter, then ``heapq.heapify``
+        (C) on the survivors."""
+        h = np.frombuffer(self._heap, np.uint64)
+        cur = np.frombuffer(self._cur, np.uint32)
+        live = cur[(h & np.uint64(0xFFFFFFFF)).astype(np.int64)] == (h >> np.uint64(32))
+        if live.all():
+            return
+        entries = h[live].tolist()
+        del h, cur
+        heapq.heapify(entries)
+        self._heap = array("Q", entries)
 
     def rebuild(self) -> None:
         """Drop every dead entry: the live entries, sorted, form a valid heap."""

@@ -17,8 +17,9 @@
 
 from __future__ import annotations
 
-from array import array
 from typing import List, Optional, Tuple
+
+import numpy as np
 
 from .base import CachePolicy
 from .codes import LOC_H, LOC_L, LOC_SOURCE, TIER_L
@@ -37,27 +38,50 @@ class ImportanceCache(CachePolicy):
         super().__init__(config, capacity, n_samples)
         self.h = HCache(capacity)
         self.l = LCache(capacity)
+        self.has_l_cache = config.l_bytes > 0
         # Epoch (mod 2**15) each sample was last delivered from the L-cache: a sample
         # is a substitute at most once per epoch, even if its package is evicted and
         # loaded again (2 bytes per dataset sample).
-        self._l_seen = array("h", [-1]) * n_samples
+        self._l_seen = np.full(n_samples, -1, np.int16)
 
     def pools(self) -> List[Tuple[int, int]]:
         return [(LOC_H, self.config.h_bytes), (LOC_L, self.config.l_bytes)]
 
-    def route(self, tier: int) -> int:
-        return LOC_SOURCE if tier == TIER_L else LOC_H
+    def route(self, tier: np.ndarray) -> np.ndarray:
+        return np.where(tier == TIER_L, LOC_SOURCE, LOC_H).astype(np.int8)
 
-    def victim(self, pool: int, importance: float) -> int:
+    def admit_order(self, importance: np.ndarray) -> Optional[np.ndarray]:
+        # The most important misses claim the room first (stable: ties keep plan order).
+        return np.argsort(-importance, kind="stable")
+
+    def admission_floor(self, pool: int) -> float:
         if pool == LOC_L:
-            return self.l.victim()
-        slot, low = self.h.minimum()
-        return slot if slot >= 0 and importance > low else -1
+            return -np.inf
+        return self.h.minimum()[1] if len(self.h) else -np.inf
 
-    def substitute(self, index: int, tier: int) -> int:
-        if tier != TIER_L or not self.config.substitution:
-            return -1
-        return self.l.take_substitute()  # the directory then reports hit()
+    def victims(self, pool: int, importance: np.ndarray, n: int) -> np.ndarray:
+        if pool == LOC_L:
+            return self.l.victims(n)
+        return self.h.pop_below(importance[:n])
+
+    def grow(self, capacity: int) -> None:
+        self.h.grow(capacity)
+        self.l.grow(capacity)
+        self.capacity = capacity
+
+    def substitutable(self, tier: np.ndarray) -> np.ndarray:
+        if not self.config.substitution:
+            return np.zeros(len(tier), bool)
+        return tier == TIER_L
+
+    def substitutes_left(self) -> int:
+        return self.l.unused if self.config.substitution else 0
+
+    def refill_below(self) -> int:
+        return self.config.package_size
+
+    def take_substitutes(self, n: int) -> np.ndarray:
+        return self.l.take_substitutes(n)  # the directory then reports hit()
 
     def package(self, index: int, tier: int) -> Optional[Tuple[int, int]]:
         if tier != TIER_L or self.config.l_bytes == 0:
@@ -68,27 +92,29 @@ class ImportanceCache(CachePolicy):
         start = index - index % k
         return start, min(start + k, self.n_samples)
 
-    def inserted(self, slot: int, pool: int, importance: float, index: int) -> None:
+    def inserted(self, slots, pool, importance, indices) -> None:
         if pool == LOC_L:
-            self.l.add(slot, used=self._l_seen[index] == self.l.epoch)
+            self.l.add(slots, self._l_seen[indices] == self.l.epoch)
         else:
-            self.h.insert(slot, importance)
+            self.h.insert_many(slots, importance)
 
-    def hit(self, slot: int, importance: float, index: int) -> None:
-        if slot in self.l:
-            self.l.use(slot)
-            self._l_seen[index] = self.l.epoch
-        elif importance == importance:  # NaN: importance unknown, keep the old one
-            self.h.update(slot, importance)
+    def hit(self, slots, importance, indices) -> None:
+        in_l = self.l.contains(slots)
+        if in_l.any():
+            self.l.use(slots[in_l])
+            self._l_seen[indices[in_l]] = self.l.epoch
+            slots, importance = slots[~in_l], importance[~in_l]
+        known = ~np.isnan(importance)  # NaN: importance unknown, keep the old one
+        if known.any():
+            self.h.update_many(slots[known], importance[known])
 
-    def removed(self, slot: int) -> None:
-        if slot in self.l:
-            self.l.remove(slot)
-        else:
-            self.h.remove(slot)
+    def removed(self, slots) -> None:
+        in_l = self.l.contains(slots)
+        self.l.remove(slots[in_l])
+        self.h.remove_many(slots[~in_l])
 
-    def update(self, slot: int, importance: float) -> None:
-        self.h.update(slot, importance)
+    def update(self, slots, importance) -> None:
+        self.h.update_many(slots, importance)
 
     def new_epoch(self) -> None:
         self.h.swap()

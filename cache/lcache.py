@@ -8,19 +8,22 @@ entry in ring order not yet used this epoch (found by a cursor that only moves f
 so a lookup is amortised O(1)). A substitute is used at most once per epoch; when none
 is left the L-cache is exhausted and the lookup is a miss.
 
-Eviction takes the oldest entry, but only once it was used this epoch or has sat a whole
-epoch unused, so a refill never throws away substitutes that are still fresh.
-Memory: 12 bytes per slot (ring cell and position: int32; last-used and load epochs:
-int16, kept mod 2**15 and compared only for equality).
+Eviction takes the oldest entries, but only while they were used this epoch or have sat
+a whole epoch unused, so a refill never throws away substitutes that are still fresh.
+
+Every operation takes a batch of slots and scans the ring in numpy windows. Memory:
+12 bytes per slot (ring cell and position: int32; last-used and load epochs: int16,
+kept mod 2**15 and compared only for equality).
 """
 
 from __future__ import annotations
 
-from array import array
+import numpy as np
 
 __all__ = ["LCache"]
 
 _POS_LIMIT = (1 << 31) - 1  # ring positions are int32; compact before they overflow
+_NONE = np.empty(0, np.int64)
 
 
 class LCache:
@@ -32,12 +35,14 @@ class LCache:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._ring = array("i", [-1]) * max(capacity, 1)
-        self._pos = array("i", [-1]) * capacity     # absolute ring position of a slot
-        # Epochs are kept mod 2**15 (2 bytes) and only compared for equality.
-        self._used = array("h", [-1]) * capacity    # epoch the entry was last used in
-        self._loaded = array("h", [-1]) * capacity  # epoch the entry was loaded in
-        self._head = self._tail = self._cursor = 0  # absolute positions
+        self._ring = np.full(max(capacity, 1), -1, np.int32)  # slot, or -1 (hole)
+        # Absolute ring position of each slot; a final -2 sentinel answers ring holes
+        # (index -1) with a position no cell has, so liveness is one comparison.
+        self._pos = np.full(capacity + 1, -1, np.int32)
+        self._pos[-1] = -2
+        self._used = np.full(capacity, -1, np.int16)     # epoch last used in
+        self._loaded = np.full(capacity, -1, np.int16)   # epoch loaded in
+        self._head = self._tail = self._cursor = 0       # absolute positions
         self._live = 0
         self.unused = 0  # live entries not yet used this epoch
         self.epoch = 0
@@ -46,63 +51,106 @@ class LCache:
         return self._live
 
     def __contains__(self, slot: int) -> bool:
-        return self._pos[slot] >= 0
+        return bool(self._pos[slot] >= 0)
 
-    def add(self, slot: int, used: bool = False) -> None:
-        """Append a newly loaded entry (``used``: its sample was delivered this epoch)."""
-        if self._tail - self._head == len(self._ring) or self._tail >= _POS_LIMIT:
-            self._compact()
-        self._ring[self._tail % len(self._ring)] = slot
-        self._pos[slot] = self._tail
-        self._tail += 1
-        self._used[slot] = self.epoch if used else -1
-        self._loaded[slot] = self.epoch
-        self._live += 1
-        if not used:
-            self.unused += 1
+    def contains(self, slots: np.ndarray) -> np.ndarray:
+        """Bool mask: which ``slots`` are L entries."""
+        return self._pos[slots] >= 0
 
-    def remove(self, slot: int) -> None:
-        """Forget an entry (evicted or abandoned); its ring cell becomes a hole."""
-        if self._pos[slot] < 0:
-            return
-        self._pos[slot] = -1
-        self._live -= 1
-        if self._used[slot] != self.epoch:
-            self.unused -= 1
+    def grow(self, capacity: int) -> None:
+        """Allow slot ids up to ``capacity - 1``."""
+        extra = capacity - self.capacity
+        if extra > 0:
+            self._pos = np.concatenate([self._pos[:-1], np.full(extra, -1, np.int32),
+                                        self._pos[-1:]])
+            self._used = np.concatenate([self._used, np.full(extra, -1, np.int16)])
+            self._loaded = np.concatenate([self._loaded, np.full(extra, -1, np.int16)])
+            self.capacity = capacity
 
-    def use(self, slot: int) -> None:
-        """Mark an entry used this epoch (a direct hit or a substitution)."""
-        if self._used[slot] != self.epoch:
-            self._used[slot] = self.epoch
-            self.unused -= 1
+    def add(self, slots: np.ndarray, used: np.ndarray) -> None:
+        """Append newly loaded entries (``used[i]``: delivered this epoch already)."""
+        k = len(slots)
+        if self._tail - self._head + k > len(self._ring) or self._tail + k >= _POS_LIMIT:
+            self._compact(k)
+        n = len(self._ring)
+        positions = np.arange(self._tail, self._tail + k)
+        self._ring[positions % n] = slots
+        self._pos[slots] = positions
+        self._tail += k
+        self._used[slots] = np.where(used, self.epoch, -1)
+        self._loaded[slots] = self.epoch
+        self._live += k
+        self.unused += k - int(np.count_nonzero(used))
 
-    def take_substitute(self) -> int:
-        """Next entry not yet used this epoch, marked used; -1 if exhausted."""
-        if self.unused <= 0:
-            return -1
-        ring, n, epoch = self._ring, len(self._ring), self.epoch
-        c = max(self._cursor, self._head)
-        while c < self._tail:
-            slot = ring[c % n]
-            c += 1
-            if slot >= 0 and self._pos[slot] == c - 1 and self._used[slot] != epoch:
-                self._cursor = c
-                self.use(slot)
-                return slot
-        self._cursor = c
-        return -1
+    def remove(self, slots: np.ndarray) -> None:
+        """Forget entries (evicted or abandoned); their ring cells become holes."""
+        slots = slots[self._pos[slots] >= 0]
+        if len(slots):
+            self._pos[slots] = -1
+            self._live -= len(slots)
+            self.unused -= int(np.count_nonzero(self._used[slots] != self.epoch))
 
-    def victim(self) -> int:
-        """Oldest entry if it may go (used this epoch or loaded before it); else -1."""
+    def use(self, slots: np.ndarray) -> None:
+        """Mark entries used this epoch (direct hits or substitutions)."""
+        fresh = slots[self._used[slots] != self.epoch]
+        if len(fresh):
+            self._used[fresh] = self.epoch
+            # A slot repeated in ``fresh`` counts once.
+            self.unused -= len(np.unique(fresh)) if len(fresh) > 1 else 1
+
+    def _window(self, start: int, width: int):
+        """Ring positions ``start ..`` (at most ``width``), their slots, and liveness."""
+        stop = min(self._tail, start + width)
         ring, n = self._ring, len(self._ring)
-        while self._head < self._tail:
-            slot = ring[self._head % n]
-            if slot >= 0 and self._pos[slot] == self._head:
-                if self._used[slot] == self.epoch or self._loaded[slot] != self.epoch:
-                    return slot
-                return -1
-            self._head += 1
-        return -1
+        a, w = start % n, stop - start
+        s = ring[a:a + w] if a + w <= n else np.concatenate((ring[a:], ring[:a + w - n]))
+        p = np.arange(start, stop)
+        return p, s, self._pos[s] == p
+
+    def take_substitutes(self, n: int) -> np.ndarray:
+        """Up to ``n`` entries not yet used this epoch, in ring order, marked used."""
+        out, got = [], 0
+        c = max(self._cursor, self._head)
+        while got < n and self.unused > got and c < self._tail:
+            p, s, ok = self._window(c, 2 * (n - got) + 64)
+            ok &= self._used[s] != self.epoch  # (holes read the last slot: masked)
+            idx = np.flatnonzero(ok)
+            if len(idx) > n - got:
+                idx = idx[:n - got]
+                c = int(p[idx[-1]]) + 1
+            else:
+                c = int(p[-1]) + 1
+            out.append(s[idx].astype(np.int64))
+            got += len(idx)
+        self._cursor = c
+        if not got:
+            return _NONE
+        taken = np.concatenate(out)
+        self._used[taken] = self.epoch
+        self.unused -= got
+        return taken
+
+    def victims(self, n: int) -> np.ndarray:
+        """Remove and return up to ``n`` oldest entries that may go (see the module)."""
+        out, got = [], 0
+        while got < n and self._head < self._tail:
+            p, s, live = self._window(self._head, 2 * (n - got) + 64)
+            at = np.flatnonzero(live)
+            sl = s[at]
+            may = (self._used[sl] == self.epoch) | (self._loaded[sl] != self.epoch)
+            k = min(int(np.argmin(may)) if not may.all() else len(may), n - got)
+            if k:
+                out.append(sl[:k].astype(np.int64))
+                got += k
+            if k < len(at):  # stopped at a blocking entry, or enough victims
+                self._head = int(p[at[k]])
+                break
+            self._head = int(p[-1]) + 1
+        if not got:
+            return _NONE
+        taken = np.concatenate(out)
+        self.remove(taken)
+        return taken
 
     def new_epoch(self) -> None:
         """Every cached entry becomes a fresh substitute again."""
@@ -110,14 +158,14 @@ class LCache:
         self._cursor = self._head
         self.unused = self._live
 
-    def _compact(self) -> None:
-        n = len(self._ring)
-        live = [self._ring[p % n] for p in range(self._head, self._tail)]
-        live = [s for s, p in zip(live, range(self._head, self._tail))
-                if s >= 0 and self._pos[s] == p]
-        cursor_rank = sum(1 for s in live if self._pos[s] < self._cursor)
-        self._ring = array("i", [-1]) * n
-        for i, s in enumerate(live):
-            self._ring[i] = s
-            self._pos[s] = i
-        self._head, self._tail, self._cursor = 0, len(live), cursor_rank
+    def _compact(self, extra: int) -> None:
+        p, s, live = self._window(self._head, self._tail - self._head)
+        keep = s[live]
+        cursor_rank = int(np.count_nonzero(p[live] < self._cursor))
+        size = max(len(self._ring), len(keep) + extra)
+        if size > len(self._ring):
+            size = max(size, int(len(self._ring) * 1.125) + 64)
+        self._ring = np.full(size, -1, np.int32)
+        self._ring[:len(keep)] = keep
+        self._pos[keep] = np.arange(len(keep))
+        self._head, self._tail, self._cursor = 0, len(keep), cursor_rank

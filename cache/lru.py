@@ -1,19 +1,29 @@
 """Policy ``lru``: evict the least recently used entry.
 
-Recency is a doubly linked list over store slots held in two ``array('i')`` (8 bytes per
-slot): ``hit`` and ``inserted`` move a slot to the head, ``victim`` names the tail.
+Recency is a per-slot *stamp* (int32, 4 bytes per slot; -1: not held): every
+``inserted``/``hit`` call stamps its slots with the next value of a clock, so the
+samples of one batch share a stamp (LRU at batch granularity; the order among them
+is arbitrary). Victims come from a queue of the oldest entries: when it runs dry,
+``np.argpartition`` picks the ``max(n, live / 8)`` smallest stamps and sorts them. A
+queued entry whose stamp changed since (it was hit, or evicted and its slot reused) is
+skipped; every other queued entry is still older than anything outside the queue,
+because stamps only grow. So victims are exactly the least recently used entries, at
+an amortised O(1) numpy cost each.
+
 Under uniform random epochs LRU evicts exactly what the next epoch needs first, so its
 hit ratio is about ``c + (1-c) ln(1-c)`` for a cache of fraction ``c``.
 """
 
 from __future__ import annotations
 
-from array import array
+import numpy as np
 
 from .base import CachePolicy
 from .codes import LOC_H
 
 __all__ = ["LRUCache"]
+
+_NONE = np.empty(0, np.int64)
 
 
 class LRUCache(CachePolicy):
@@ -23,42 +33,67 @@ class LRUCache(CachePolicy):
 
     def __init__(self, config, capacity: int, n_samples: int) -> None:
         super().__init__(config, capacity, n_samples)
-        # Slot ``capacity`` is the list's sentinel.
-        self._prev = array("i", [-1]) * (capacity + 1)
-        self._next = array("i", [-1]) * (capacity + 1)
-        self._prev[capacity] = self._next[capacity] = capacity
+        self._stamp = np.full(capacity, -1, np.int32)
+        self._clock = 0
+        self._queue = _NONE       # slots, oldest first
+        self._queued = _NONE      # their stamps when queued
+        self._head = 0            # next queue position to consider
 
-    def route(self, tier: int) -> int:
-        return LOC_H
+    def route(self, tier: np.ndarray) -> np.ndarray:
+        return np.full(len(tier), LOC_H, np.int8)
 
-    def _unlink(self, slot: int) -> None:
-        p, n = self._prev[slot], self._next[slot]
-        if p < 0:
-            return
-        self._next[p] = n
-        self._prev[n] = p
-        self._prev[slot] = self._next[slot] = -1
+    def admission_floor(self, pool: int) -> float:
+        return -np.inf  # any miss may evict the least recently used entry
 
-    def _push_front(self, slot: int) -> None:
-        head = self.capacity
-        first = self._next[head]
-        self._prev[slot] = head
-        self._next[slot] = first
-        self._prev[first] = slot
-        self._next[head] = slot
+    def grow(self, capacity: int) -> None:
+        extra = capacity - len(self._stamp)
+        if extra > 0:
+            self._stamp = np.concatenate([self._stamp, np.full(extra, -1, np.int32)])
+        self.capacity = capacity
 
-    def inserted(self, slot: int, pool: int, importance: float, index: int) -> None:
-        self._unlink(slot)
-        self._push_front(slot)
+    def _tick(self) -> int:
+        self._clock += 1
+        return self._clock
 
-    def hit(self, slot: int, importance: float, index: int) -> None:
-        if self._next[self.capacity] != slot:
-            self._unlink(slot)
-            self._push_front(slot)
+    def inserted(self, slots, pool, importance, indices) -> None:
+        self._stamp[slots] = self._tick()
 
-    def removed(self, slot: int) -> None:
-        self._unlink(slot)
+    def hit(self, slots, importance, indices) -> None:
+        held = slots[self._stamp[slots] >= 0]  # staging entries are not ours
+        self._stamp[held] = self._tick()
 
-    def victim(self, pool: int, importance: float) -> int:
-        tail = self._prev[self.capacity]
-        return -1 if tail == self.capacity else tail
+    def removed(self, slots) -> None:
+        self._stamp[slots] = -1
+
+    def stamps(self) -> np.ndarray:
+        """Stamp of every slot (-1: not held), for checks."""
+        return self._stamp
+
+    def victims(self, pool: int, importance: np.ndarray, n: int) -> np.ndarray:
+        out, got, stamp = [], 0, self._stamp
+        while got < n:
+            if self._head >= len(self._queue) and not self._refill(n - got):
+                break
+            stop = min(len(self._queue), self._head + 2 * (n - got) + 32)
+            cand = self._queue[self._head:stop]
+            ok = np.flatnonzero(stamp[cand] == self._queued[self._head:stop])
+            if len(ok) > n - got:
+                ok = ok[:n - got]
+                stop = self._head + int(ok[-1]) + 1
+            self._head = stop
+            take = cand[ok]
+            stamp[take] = -1  # committed: never handed out twice
+            out.append(take)
+            got += len(take)
+        return np.concatenate(out) if out else _NONE
+
+    def _refill(self, n: int) -> bool:
+        live = np.flatnonzero(self._stamp >= 0)
+        if not len(live):
+            return False
+        k = max(n, len(live) // 8, 64)
+        if len(live) > k:
+            live = live[np.argpartition(self._stamp[live], k - 1)[:k]]
+        queue = live[np.argsort(self._stamp[live], kind="stable")]
+        self._queue, self._queued, self._head = queue, self._stamp[queue], 0
+        return True

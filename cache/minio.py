@@ -6,6 +6,8 @@ Under uniform random epochs every item is equally likely, so a static cache of f
 
 from __future__ import annotations
 
+import numpy as np
+
 from .base import CachePolicy
 from .codes import LOC_H
 
@@ -17,5 +19,5 @@ class MinIOCache(CachePolicy):
 
     name = "minio"
 
-    def route(self, tier: int) -> int:
-        return LOC_H
+    def route(self, tier: np.ndarray) -> np.ndarray:
+        return np.full(len(tier), LOC_H, np.int8)

@@ -3,18 +3,20 @@
 Layout of the shared region (see ``region.py`` for how it is shared):
 
 * data mapping -- ``n_blocks`` blocks of ``block_bytes``, block ``b`` at byte
-  ``b * block_bytes``; its size is exactly the sum of the store's pools.
-* metadata mapping -- per entry slot two int64: the *generation* and a packed word
-  ``length << 32 | contiguous << 31 | first_block``; then one int32 per block, the
-  next block of the same record (the chain of a non-contiguous record).
+  ``b * block_bytes``; its size is exactly the sum of the store's pools. A record is
+  *contiguous* (adjacent blocks, one slice) or *chained* (every block but the last ends
+  with the 4-byte little-endian id of the next block; see ``allocator.py``).
+* metadata mapping -- per entry slot three int32: the *generation*, the record length
+  in bytes, and the *head*: the first block of a contiguous record, or ``~first`` (a
+  negative number) for a chained one. Nothing is stored per block.
 
-Seqlock read: the generation is odd while a slot is free or being written and even once
-published. :meth:`StoreReader.read` is given the generation the cache directory
-promised; it checks it before and after copying, and bounds-checks the length and every
-block id, so it returns the exact published bytes or ``None`` -- never torn or foreign
-bytes. Ordering relies on stores and loads to the shared mapping being performed in
-program order, which holds on x86-64 (TSO); weakly ordered CPUs would need fences
-that Python cannot issue.
+Seqlock read: the generation is odd (or 0, never used) while a slot is free or being
+written and even once published. :meth:`StoreReader.read` is given the generation the
+cache directory promised; it checks it before and after copying, and bounds-checks the
+length and every block id, so it returns the exact published bytes or ``None`` --
+never torn or foreign bytes. Ordering relies on stores and loads to the shared mapping
+being performed in program order, which holds on x86-64 (TSO); weakly ordered CPUs
+would need fences that Python cannot issue.
 
 A pickled store (the dataset sent to ``spawn``/``forkserver`` DataLoader workers)
 arrives as a ``StoreReader``: workers read, only the owner writes.
@@ -22,14 +24,14 @@ arrives as a ``StoreReader``: workers read, only the owner writes.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
+from .allocator import chain_of, contiguous_blocks
 from .region import SharedRegion
 
-__all__ = ["StoreReader"]
+__all__ = ["StoreReader", "SLOT_BYTES"]
 
-_CONTIG = 1 << 31
-_LOW31 = _CONTIG - 1
+SLOT_BYTES = 12  # shared metadata per entry slot: generation, length, head (int32 each)
 
 
 class StoreReader:
@@ -48,12 +50,11 @@ class StoreReader:
     def _map(self) -> None:
         meta = memoryview(self._region.meta)
         self._data = memoryview(self._region.data)
-        self._slots = meta[:16 * self.max_entries].cast("q")
-        self._next = meta[16 * self.max_entries:].cast("i")
+        self._slots = meta[:SLOT_BYTES * self.max_entries].cast("i")
         meta.release()
 
     # ------------------------------------------------------------------ readers
-    def read(self, slot: int, generation: int) -> Optional[bytes]:
+    def read(self, slot: int, generation: int) -> Optional[bytearray]:
         """Copy out the bytes of entry ``slot`` if it still carries ``generation``.
 
         Safe in any process attached to the store, concurrently with the owner.
@@ -69,58 +70,68 @@ class StoreReader:
         """
         if not 0 <= slot < self.max_entries:
             return None
-        slots = self._slots
-        g = slots[2 * slot]
-        if g != generation or g & 1:
+        t = self._slots
+        i = 3 * slot
+        g = t[i]
+        if g != generation or g & 1 or not g:
             return None
-        w = slots[2 * slot + 1]
-        n = w >> 32
-        first = w & _LOW31
-        bb = self.block_bytes
-        if n < 0 or first >= self.n_blocks:
-            return None
-        if w & _CONTIG:
-            off = first * bb
-            if off + n > self.region_bytes:
+        n = t[i + 1]
+        head = t[i + 2]
+        if head >= 0:
+            off = head * self.block_bytes
+            if n < 0 or off + n > self.region_bytes:
                 return None
             out = bytearray(self._data[off:off + n])
         else:
-            out = bytearray(n)
-            b, pos, nxt, nb = first, 0, self._next, self.n_blocks
-            while pos < n:
-                if not 0 <= b < nb:
-                    return None
-                take = bb if n - pos > bb else n - pos
-                out[pos:pos + take] = self._data[b * bb:b * bb + take]
-                pos += take
-                b = nxt[b]
-        if slots[2 * slot] != g:
+            out = self._read_chain(~head, n)
+            if out is None:
+                return None
+        if t[i] != g:
             return None
         return out
 
-    def entry_blocks(self, slot: int) -> list:
-        """Block ids of live or retired ``slot`` in chain order (for checks and tests)."""
-        w = self._slots[2 * slot + 1]
-        need = self.blocks_for(w >> 32)
-        b = w & _LOW31
-        if w & _CONTIG:
-            return list(range(b, b + need))
-        out = []
-        for _ in range(need):
-            out.append(b)
-            b = self._next[b]
+    def _read_chain(self, b: int, n: int) -> Optional[bytearray]:
+        if n < 0:
+            return None
+        bb, data, nb = self.block_bytes, self._data, self.n_blocks
+        pay = bb - 4
+        out = bytearray(n)
+        pos = 0
+        while n - pos > bb:
+            if not 0 <= b < nb:
+                return None
+            off = b * bb
+            out[pos:pos + pay] = data[off:off + pay]
+            pos += pay
+            b = int.from_bytes(data[off + pay:off + bb], "little", signed=True)
+        if not 0 <= b < nb:
+            return None
+        off = b * bb
+        out[pos:n] = data[off:off + n - pos]
         return out
+
+    def entry_blocks(self, slot: int) -> List[int]:
+        """Block ids of a published ``slot`` in record order (for checks and tests)."""
+        t = self._slots
+        n, head = t[3 * slot + 1], t[3 * slot + 2]
+        if head >= 0:
+            return list(range(head, head + contiguous_blocks(n, self.block_bytes)))
+        return chain_of(self._data, self.block_bytes, ~head, n)
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
         """Unmap the region; the owner also closes its descriptors. Idempotent."""
-        for name in ("_data", "_slots", "_next"):
+        self._drop_views()
+        for name in ("_data", "_slots"):
             mv = self.__dict__.pop(name, None)
             if mv is not None:
                 mv.release()
         region = self.__dict__.get("_region")
         if region is not None:
             region.close()
+
+    def _drop_views(self) -> None:
+        """Drop owner-side views of the mappings (none on the read side)."""
 
     @property
     def closed(self) -> bool:

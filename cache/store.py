@@ -4,45 +4,46 @@ Memory:
     A :class:`SharedRegion` (``region.py``: anonymous memfds, shareable under fork,
     spawn and forkserver, freed by the kernel when the last holder dies). Its data
     mapping is exactly the sum of the pool sizes (``cache_bytes + staging_bytes``); its
-    metadata mapping holds 16 bytes per entry slot (generation; length + first block)
-    plus 4 bytes per block (the ``next`` chain).
+    metadata mapping reserves 12 bytes per entry slot (generation, length, head; see
+    ``reader.py``), backed by memory only for the slots in use (``slots.py``).
 
 Allocator:
     Each pool (H, L, staging or the single pool of a baseline) owns a disjoint range of
-    fixed-size blocks (``block_bytes``); a record of ``n`` bytes takes
-    ``ceil(n / block_bytes)`` blocks from its pool's free stack (see ``allocator.py``).
-    The blocks of a record are chained through a shared ``next`` table, so any freed
-    block is reusable (no external fragmentation); records that got ascending runs are
-    flagged contiguous and read with one slice. Accounting is exact in blocks and bytes
-    per pool; a pool never hands out more blocks than it has.
+    fixed-size blocks (``block_bytes``). Its free blocks are a list of runs threaded
+    through the free space itself (``allocator.py``): no per-block metadata. A record
+    takes adjacent blocks when a run fits and is chained through any free blocks when
+    free space is fragmented. Accounting is exact in blocks and bytes per pool; a pool
+    never hands out more blocks than it has.
 
 Entries and generations (seqlock, see ``reader.py``):
-    The owner reserves a slot (the generation its bytes *will* carry is the slot's odd
-    generation + 1), writes the bytes, then publishes by storing that even value.
-    Freeing stores an odd value *before* the blocks return to the allocator, so a
-    reader still holding the old ``(slot, generation)`` gets ``None``.
+    The owner reserves a slot (the generation its bytes *will* carry is promised at
+    once), writes the bytes, then publishes by storing the promised value. Freeing
+    stores an odd value *before* the blocks return to the allocator, so a reader still
+    holding the old ``(slot, generation)`` gets ``None``.
 
-Deferred free:
+Deferred free (``deferred.py``):
     ``retire(slot)`` removes an entry logically. Its blocks are freed only once the
     owner reports, through ``release(seq)``, that every batch up to ``seq`` that
     referenced the entry (``touch(slot, seq)``) is consumed.
 
-Only the creating process may change the store; any process may read it.
+Only the creating process may change the store; any process may read it. The ``*_many``
+methods are the batch forms the cache directory uses (one owner check per call).
 """
 
 from __future__ import annotations
 
 import os
-from array import array
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from .allocator import BlockAllocator
-from .reader import _CONTIG, _LOW31, StoreReader
+from .allocator import RunAllocator, chained_blocks, write_chained
+from .deferred import DeferredFree
+from .reader import SLOT_BYTES, StoreReader
 from .region import SharedRegion
+from .slots import FREE, LIVE, PENDING, RETIRED, SlotTable, promise, promises
 
-__all__ = ["SharedStore"]
+__all__ = ["SharedStore", "FREE", "PENDING", "LIVE", "RETIRED"]
 
 _PID = []  # this process's pid, refreshed in forked children (see _pid)
 
@@ -54,10 +55,8 @@ def _pid() -> int:
         os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
     return _PID[0]
 
-FREE, PENDING, LIVE, RETIRED = 0, 1, 2, 3
 
-
-class SharedStore(StoreReader):
+class SharedStore(DeferredFree, StoreReader):
     """Variable-size records in fixed-size blocks of a shared memory region.
 
     The owner (creating process) reserves, writes, retires and releases entries; any
@@ -66,9 +65,10 @@ class SharedStore(StoreReader):
 
     Args:
         pools: ``(pool_id, nbytes)`` pairs; pool ids are small ints (the ``LOC_*``
-            codes), sizes in bytes (>= 0). The data region is their exact sum.
+            codes, < 8), sizes in bytes (>= 0). The data region is their exact sum.
         block_bytes: allocation unit in bytes (>= 64).
-        max_entries: entry slots (default: one per block, which never runs out).
+        max_entries: most entry slots in use at once (default: one per block, which
+            never runs out); owner arrays grow up to it as entries are needed.
 
     Raises:
         ValueError: a size is negative or not an int, or a pool id repeats.
@@ -82,53 +82,62 @@ class SharedStore(StoreReader):
             raise ValueError(f"block_bytes={block_bytes!r} must be an int >= 64; "
                              f"use e.g. 4096")
         self.block_bytes = block_bytes
-        self._alloc = {}
-        first = 0
+        ranges, first = {}, 0
         for pool, nbytes in pools:
             if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
                 raise ValueError(f"pool {pool} size={nbytes!r} bytes must be an int "
                                  f">= 0; pass 0 for an empty pool")
-            if pool in self._alloc:
+            if pool in ranges:
                 raise ValueError(f"pool id {pool} given twice; pool ids must be unique")
-            count = nbytes // block_bytes
-            self._alloc[pool] = BlockAllocator(first, count)
-            first += count
+            if not 0 <= pool < 8:
+                raise ValueError(f"pool id {pool} must be in 0..7 (a LOC_* code)")
+            ranges[pool] = (first, nbytes // block_bytes)
+            first += nbytes // block_bytes
         self.n_blocks = first
         self.region_bytes = sum(n for _, n in pools)
         if max_entries is None:
             max_entries = max(self.n_blocks, 1)
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) \
-                or max_entries < 1:
-            raise ValueError(f"max_entries={max_entries!r} must be an int >= 1; "
-                             f"or pass None for one slot per block")
+                or not 1 <= max_entries < 1 << 31:
+            raise ValueError(f"max_entries={max_entries!r} must be an int >= 1 (and "
+                             f"< 2**31); or pass None for one slot per block")
+        if self.n_blocks >= 1 << 31:
+            raise ValueError(f"{self.n_blocks} blocks exceed 2**31; raise block_bytes")
         self.max_entries = max_entries
-        self._region = SharedRegion(self.region_bytes,
-                                    16 * max_entries + 4 * max(self.n_blocks, 1))
+        self._region = SharedRegion(self.region_bytes, SLOT_BYTES * max_entries)
         self._map()
         self._owner_pid = _pid()
-        gens = np.frombuffer(self._region.meta, np.int64, 2 * max_entries)
-        gens[0::2] = 1  # every free slot carries an odd generation
-        del gens  # a live numpy view would keep the mapping from closing
-        # Owner-only bookkeeping (6 bytes per slot; batch numbers are int32).
-        self._state = array("b", bytes(max_entries))
-        self._pool = array("b", [-1]) * max_entries
-        self._last_use = array("i", [-1]) * max_entries
-        self._free_slots = array("i", range(max_entries - 1, -1, -1))
-        self._n_free_slots = max_entries
-        self._retired = np.empty(max_entries, np.int32)
-        self._n_retired = 0
+        self._alloc = {p: RunAllocator(self._data, block_bytes, a, n)
+                       for p, (a, n) in ranges.items()}
+        shared = np.frombuffer(self._region.meta, np.int32, 3 * max_entries)
+        self._t = SlotTable(shared.reshape(max_entries, 3), max_entries)
+        self._retired = np.empty(0, np.int64)
         self._consumed = -1
-        self._used_bytes = {p: 0 for p in self._alloc}
-        self._retired_blocks = {p: 0 for p in self._alloc}
+        self._used_bytes = np.zeros(8, np.int64)      # per pool id
+        self._retired_blocks = np.zeros(8, np.int64)  # per pool id
 
-    # ------------------------------------------------------------------ owner
+    def _drop_views(self) -> None:
+        self.__dict__.pop("_t", None)  # numpy views keep the mapping from closing
+        self.__dict__.pop("_alloc", None)
+
+    # ------------------------------------------------------------------ queries
     def _check_owner(self) -> None:
         if self._owner_pid != _pid():
             raise RuntimeError("only the process that created the SharedStore may "
                                "change it; other processes may only read()")
 
+    @property
+    def capacity(self) -> int:
+        """Slots the owner-side arrays hold now (grows up to ``max_entries``)."""
+        return self._t.capacity
+
+    @property
+    def _pool(self) -> np.ndarray:
+        """int8 pool id of each slot (-1: free), owner side."""
+        return self._t.pool
+
     def blocks_for(self, nbytes: int) -> int:
-        """Blocks a record of ``nbytes`` bytes occupies."""
+        """Blocks a record of ``nbytes`` bytes occupies when stored contiguously."""
         return -(-nbytes // self.block_bytes)
 
     def pool_blocks(self, pool: int) -> int:
@@ -141,32 +150,41 @@ class SharedStore(StoreReader):
 
     def reclaimable_blocks(self, pool: int) -> int:
         """Free blocks of ``pool`` plus those of retired entries awaiting release."""
-        return self._alloc[pool].free_blocks + self._retired_blocks[pool]
+        return self._alloc[pool].free_blocks + int(self._retired_blocks[pool])
 
     def used_bytes(self, pool: int) -> int:
         """Exact record bytes held in ``pool`` (live and retired-not-yet-freed)."""
-        return self._used_bytes[pool]
+        return int(self._used_bytes[pool])
 
     def free_slot_count(self) -> int:
         """Entry slots available to :meth:`reserve`."""
-        return self._n_free_slots
+        return self._t.free_count()
 
     def reclaimable_slots(self) -> int:
         """Free slots plus retired ones awaiting release."""
-        return self._n_free_slots + self._n_retired
+        return self._t.free_count() + len(self._retired)
 
     def state(self, slot: int) -> int:
         """Owner-side state of ``slot`` (0 free, 1 pending, 2 live, 3 retired)."""
-        return self._state[slot]
+        return int(self._t.state[slot]) if slot < self._t.capacity else FREE
 
     def pool_of(self, slot: int) -> int:
         """Pool of a reserved ``slot`` (-1 if free)."""
-        return self._pool[slot]
+        return int(self._t.pool[slot]) if slot < self._t.capacity else -1
 
     def last_use(self, slot: int) -> int:
         """Highest batch sequence number that may read ``slot`` (-1: none)."""
-        return self._last_use[slot]
+        return int(self._t.last_use[slot]) if slot < self._t.capacity else -1
 
+    def generation(self, slot: int) -> int:
+        """Generation the bytes of a pending or live ``slot`` carry once published."""
+        return int(self._t.generations(np.array([slot]))[0])
+
+    def generations(self, slots: np.ndarray) -> np.ndarray:
+        """Vectorized :meth:`generation` (int64)."""
+        return self._t.generations(slots)
+
+    # ------------------------------------------------------------------ owner
     def reserve(self, pool: int) -> int:
         """Take a free slot in ``pool`` for a record to be written later.
 
@@ -174,23 +192,16 @@ class SharedStore(StoreReader):
             The slot, or -1 if all slots are taken. Its future generation is
             :meth:`generation`.
         """
+        s = self.reserve_many(pool, 1)
+        return int(s[0]) if len(s) else -1
+
+    def reserve_many(self, pool: int, k: int) -> np.ndarray:
+        """Reserve up to ``k`` slots in ``pool`` (fewer if slots run out); int64 ids."""
         self._check_owner()
         if pool not in self._alloc:
             raise ValueError(f"pool={pool} is not a pool of this store; pools are "
                              f"{sorted(self._alloc)}")
-        if self._n_free_slots == 0:
-            return -1
-        self._n_free_slots -= 1
-        slot = self._free_slots[self._n_free_slots]
-        self._state[slot] = PENDING
-        self._pool[slot] = pool
-        self._last_use[slot] = -1
-        return slot
-
-    def generation(self, slot: int) -> int:
-        """Generation the bytes of a pending or live ``slot`` carry once published."""
-        g = self._slots[2 * slot]
-        return g + 1 if g & 1 else g
+        return self._t.take(min(k, self._t.free_count()), pool)
 
     def write(self, slot: int, data) -> bool:
         """Store ``data`` in pending ``slot`` and publish it.
@@ -208,109 +219,91 @@ class SharedStore(StoreReader):
                 pending.
         """
         self._check_owner()
-        if self._state[slot] != PENDING:
-            raise ValueError(f"slot {slot} is not pending (state "
-                             f"{self._state[slot]}); reserve() it before write()")
-        pool = self._pool[slot]
-        alloc = self._alloc[pool]
+        if self.state(slot) != PENDING:
+            raise ValueError(f"slot {slot} is not pending (state {self.state(slot)}); "
+                             f"reserve() it before write()")
+        pool = int(self._t.pool[slot])
+        if not self._put(slot, pool, data):
+            return False
+        self._published(np.array([slot]), np.array([pool]), len(data))
+        return True
+
+    def _put(self, slot: int, pool: int, data) -> bool:
+        """Copy ``data`` into blocks of ``pool`` and publish it in the shared table.
+
+        The owner-side state is left to :meth:`_published` (the directory batches
+        it); ``slot`` must be pending in ``pool`` and the owner checked.
+        """
+        alloc, bb = self._alloc[pool], self.block_bytes
         n = len(data)
-        need = -(-n // self.block_bytes)
+        need = -(-n // bb)
         if need > alloc.count or n >= 1 << 31:
             raise ValueError(
                 f"record of {n} bytes is larger than pool {pool} "
-                f"({alloc.count * self.block_bytes} bytes usable); raise cache_bytes "
+                f"({alloc.count * bb} bytes usable); raise cache_bytes "
                 f"(or the share of this pool) or do not cache records this large")
-        blocks = alloc.alloc(need) if need else []
+        head = alloc.take_run(need) if need else 0
+        if head >= 0:
+            off = head * bb
+            self._data[off:off + n] = data if type(data) is bytes else memoryview(
+                data).cast("B")
+        else:
+            blocks = alloc.take_blocks(chained_blocks(n, bb))
+            if blocks is None:
+                return False
+            write_chained(self._data, bb, blocks, memoryview(data).cast("B"))
+            head = ~blocks[0]
+        t, i = self._slots, 3 * slot
+        t[i + 1] = n
+        t[i + 2] = head
+        g = t[i]
+        g = g + 1 if g & 1 else g + 2
+        t[i] = g if 0 < g < 0x7FFFFFFF else promise(t[i])  # publish: even
+        return True
+
+    def _put_singles(self, slots: np.ndarray, pool: int, records: list, sizes: list) -> bool:
+        """:meth:`_put` for records of at most one block each (``sizes[i] <= block``).
+
+        One allocator walk, one numpy copy when the records are small and of equal
+        size (else one slice copy each), and the shared table written with three
+        numpy stores, the generations last. False (nothing changed) if the pool has
+        fewer free blocks than records.
+        """
+        blocks = self._alloc[pool].take_singles(len(slots))
         if blocks is None:
             return False
-        bb = self.block_bytes
-        mv = data if type(data) is bytes else memoryview(data).cast("B")
-        if need == 0:
-            w = _CONTIG
-        elif need == 1 or blocks[-1] - blocks[0] == need - 1 and (
-                need < 3 or blocks == list(range(blocks[0], blocks[0] + need))):
-            off = blocks[0] * bb
-            self._data[off:off + n] = mv
-            w = _CONTIG | blocks[0]
+        bb, t = self.block_bytes, self._t
+        size = sizes[0]
+        if size < 1024 and sizes.count(size) == len(sizes):
+            grid = np.frombuffer(self._data, np.uint8, self.n_blocks * bb)
+            grid.reshape(self.n_blocks, bb)[blocks, :size] = np.frombuffer(
+                b"".join(records), np.uint8).reshape(len(records), size)
+            del grid
         else:
-            bl = blocks
-            for i, b in enumerate(bl):
-                self._data[b * bb:b * bb + min(bb, n - i * bb)] = mv[i * bb:(i + 1) * bb]
-                self._next[b] = bl[i + 1] if i + 1 < need else -1
-            w = bl[0]
-        self._slots[2 * slot + 1] = (n << 32) | w
-        self._slots[2 * slot] = self._slots[2 * slot] + 1  # publish: even
-        self._state[slot] = LIVE
-        self._used_bytes[pool] += n
+            data = self._data
+            for b, rec, n in zip(blocks.tolist(), records, sizes):
+                data[b * bb:b * bb + n] = rec if type(rec) is bytes else memoryview(
+                    rec).cast("B")
+        t.length[slots] = sizes
+        t.head[slots] = blocks
+        t.gen[slots] = promises(t.gen[slots])  # publish: even, after the bytes
         return True
+
+    def _published(self, slots: np.ndarray, pools: np.ndarray, nbytes) -> None:
+        """Owner-side state of slots :meth:`_put` published (``nbytes`` per slot)."""
+        self._t.state[slots] = LIVE
+        np.add.at(self._used_bytes, pools, nbytes)
 
     def touch(self, slot: int, seq: int) -> None:
         """Record that batch ``seq`` (< 2**31) may read ``slot`` (delays its reuse)."""
-        if seq > self._last_use[slot]:
-            self._last_use[slot] = seq
+        self.touch_many(np.array([slot]), seq)
 
-    def retire(self, slot: int) -> None:
-        """Remove ``slot`` logically; free it once no unconsumed batch may read it.
+    def touch_many(self, slots: np.ndarray, seq: int) -> None:
+        """:meth:`touch` for an array of slots."""
+        lu = self._t.last_use
+        lu[slots] = np.maximum(lu[slots], seq)
 
-        A pending slot is retired the same way: an annotation may already name it, so
-        it must not be handed to another record before that batch is consumed.
-        """
-        self._check_owner()
-        st = self._state[slot]
-        if st == FREE or st == RETIRED:
-            return
-        if self._last_use[slot] <= self._consumed:
-            self._free(slot)
-        else:
-            self._state[slot] = RETIRED
-            if not self._slots[2 * slot] & 1:  # published: its blocks wait too
-                self._retired_blocks[self._pool[slot]] += self.blocks_for(
-                    self._slots[2 * slot + 1] >> 32)
-            self._retired[self._n_retired] = slot
-            self._n_retired += 1
-
-    def release(self, seq: int) -> int:
-        """Report every batch with sequence number <= ``seq`` consumed; free what can go.
-
-        Returns:
-            Number of entries freed.
-        """
-        self._check_owner()
-        if seq > self._consumed:
-            self._consumed = seq
-        k = self._n_retired
-        if k == 0:
-            return 0
-        ret = self._retired[:k]
-        done = np.frombuffer(self._last_use, np.int32)[ret] <= self._consumed
-        freed = ret[done].tolist()
-        keep = ret[~done]
-        self._retired[:len(keep)] = keep
-        self._n_retired = len(keep)
-        for slot in freed:
-            self._free(slot)
-        return len(freed)
-
-    def _free(self, slot: int) -> None:
-        slots = self._slots
-        g = slots[2 * slot]
-        pool = self._pool[slot]
-        # Odd generation first: readers of the old bytes see the change and miss. A
-        # never-published slot skips the generation its reservation promised.
-        slots[2 * slot] = g + 2 if g & 1 else g + 1
-        if not g & 1:  # published: give its blocks back
-            w = slots[2 * slot + 1]
-            n = w >> 32
-            need = -(-n // self.block_bytes)
-            if self._state[slot] == RETIRED:
-                self._retired_blocks[pool] -= need
-            if need == 1:
-                self._alloc[pool].free([w & _LOW31])
-            elif need:
-                self._alloc[pool].free(self.entry_blocks(slot))
-            self._used_bytes[pool] -= n
-        self._state[slot] = FREE
-        self._pool[slot] = -1
-        self._free_slots[self._n_free_slots] = slot
-        self._n_free_slots += 1
-
+    def _touch_latest(self, slots: np.ndarray, seq: int) -> None:
+        """:meth:`touch_many` when ``seq`` is >= every earlier touch (the directory's
+        current batch)."""
+        self._t.last_use[slots] = seq

@@ -159,7 +159,10 @@ def test_kill_9_owner_leaks_nothing():
             p.kill()
         p.stdout.close()
     assert _memfd_holders(inode) == set()
-    assert set(os.listdir("/dev/shm")) == shm_before
+    # Only new names count, and not multiprocessing's semaphores: other processes on
+    # the machine create and remove those meanwhile (the killed owner uses none).
+    new = set(os.listdir("/dev/shm")) - shm_before
+    assert {name for name in new if not name.startswith("sem.mp-")} == set()
 
 
 def test_cache_package_imports_no_torch_plan_or_sampling():

@@ -1,0 +1,163 @@
+"""Admission and eviction of one batch's misses (the directory's decisions).
+
+Functions over a :class:`~impact_loader.cache.directory.CacheDirectory`, split out so
+that the directory file holds the protocol and this one the room arithmetic:
+
+* :func:`admit` -- reserve slots in a pool for distinct missed samples. Room is counted
+  in *estimated records* (the running mean record size in blocks; retired entries
+  count as room, since ``release`` frees them before most fills land, and pending
+  reservations count as taken). The misses claim room in the policy's
+  :meth:`~CachePolicy.admit_order`; when it runs out, the policy's
+  :meth:`~CachePolicy.victims` hook names entries to evict, one round per shortfall,
+  until everything fits or the policy refuses. When the pool is full to begin with,
+  misses not above the policy's :meth:`~CachePolicy.admission_floor` are dropped in
+  one comparison. Everything is numpy per round.
+* :func:`evict` -- drop entries from the maps and the policy and retire them in the
+  store (their space is reused only after every batch that may read them is consumed).
+* :func:`admit_misses` -- route a batch's remaining misses to their pools, then to
+  staging, and record the single reads the prefetcher must issue.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .codes import LOC_L, LOC_SOURCE, LOC_STAGING
+from .slots import PENDING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .annotation import BatchBuilder
+    from .directory import CacheDirectory
+
+__all__ = ["admit", "admit_misses", "evict", "first_occurrences"]
+
+
+def first_occurrences(values: np.ndarray) -> np.ndarray:
+    """Positions of the first occurrence of each distinct value, in original order."""
+    if len(values) < 2:
+        return np.arange(len(values))
+    order = np.argsort(values, kind="stable")
+    v = values[order]
+    return np.sort(order[np.concatenate(([True], v[1:] != v[:-1]))])
+
+
+def admit(d: "CacheDirectory", pool: int, cand: np.ndarray, importance: np.ndarray,
+          seq: int) -> np.ndarray:
+    """Reserve slots in ``pool`` for the distinct uncached samples ``cand``.
+
+    Returns:
+        Bool mask over ``cand``: which were admitted.
+    """
+    n = len(cand)
+    ok = np.zeros(n, bool)
+    if not n:
+        return ok
+    store, est, done = d.store, d._est_blocks, 0
+    floor = d.policy.admission_floor(pool) if pool != LOC_STAGING else -np.inf
+    if floor > -np.inf and _room(d, pool, est) == 0:
+        # Full: only misses that beat the policy's floor can claim a victim's room.
+        keep = importance > floor
+        if not keep.all():
+            at = np.flatnonzero(keep)
+            ok[at] = admit(d, pool, cand[at], importance[at], seq) if len(at) else False
+            return ok
+    order = d.policy.admit_order(importance) if pool != LOC_STAGING else None
+    ranked = np.arange(n) if order is None else order
+    while done < n:
+        units = _room(d, pool, est)
+        free = store.free_slot_count()
+        room = min(units, free, n - done)
+        if room > 0:
+            sel = ranked[done:done + room]
+            _reserve(d, pool, cand[sel], importance[sel], seq)
+            ok[sel] = True
+            done += room
+            continue
+        if pool == LOC_STAGING:
+            break
+        if units > 0:  # short of slots, not of bytes
+            if store.reclaimable_slots() > free:
+                break  # retired slots come back with release()
+            want = 1
+        else:
+            want = n - done  # each victim frees about one estimated record
+        victims = d.policy.victims(pool, importance[ranked[done:done + want]], want)
+        if not len(victims):
+            break
+        evict(d, victims, forgotten=True)
+    return ok
+
+
+def _room(d: "CacheDirectory", pool: int, est: int) -> int:
+    """Records of ``est`` blocks that fit ``pool`` beside its pending reservations."""
+    return max((d.store.reclaimable_blocks(pool) - int(d._pending[pool]) * est) // est, 0)
+
+
+def _reserve(d: "CacheDirectory", pool: int, cand: np.ndarray, importance: np.ndarray,
+             seq: int) -> None:
+    store = d.store
+    slots = store.reserve_many(pool, len(cand))
+    if store.capacity > len(d._index_of):
+        d._sync_capacity()
+    store._touch_latest(slots, seq)
+    d._slot_of[cand] = slots
+    d._index_of[slots] = cand
+    d._pending[pool] += len(slots)
+    d._watch.add(slots, seq)
+    if pool != LOC_STAGING:
+        d.policy.inserted(slots, pool, importance, cand)
+        d.counts["admitted"] += len(slots)
+
+
+def evict(d: "CacheDirectory", slots, forgotten: bool = False) -> None:
+    """Evict (or abandon) distinct entries ``slots``: maps, policy, then deferred free.
+
+    ``forgotten``: the slots came from the policy's ``victims`` hook, which already
+    dropped them from its order, so ``removed`` is not called.
+    """
+    slots = np.asarray(slots, np.int64)
+    if not len(slots):
+        return
+    j = d._index_of[slots]
+    if j.min() < 0:  # not an entry (cannot happen for slots the maps hold)
+        j = j[j >= 0]
+    d._slot_of[j] = -1
+    d._index_of[slots] = -1
+    t = d.store._t
+    pending = t.state[slots] == PENDING
+    if pending.any():
+        np.subtract.at(d._pending, t.pool[slots[pending]], 1)
+    if not forgotten:
+        d.policy.removed(slots)
+    d.store.retire_many(slots, current=True)
+    d.counts["evicted"] += len(slots)
+
+
+def admit_misses(d: "CacheDirectory", b: "BatchBuilder") -> None:
+    """Admit the batch's unserved misses to their pools, then to staging."""
+    rest = np.flatnonzero(b.slot < 0)
+    if not len(rest):
+        return
+    pools = d.policy.route(b.tier[rest])
+    for pool in sorted(set(pools.tolist()) - {LOC_SOURCE}):
+        _admit_positions(d, b, rest[pools == pool], pool)
+    if d._staging:
+        rest = np.flatnonzero(b.slot < 0)
+        if len(rest):
+            d.counts["staged"] += _admit_positions(d, b, rest, LOC_STAGING)
+
+
+def _admit_positions(d: "CacheDirectory", b: "BatchBuilder", pos: np.ndarray,
+                     pool: int) -> int:
+    j = b.idx[pos]
+    first = pos[first_occurrences(j)]
+    uj = b.idx[first]
+    free = d._slot_of[uj] < 0
+    first, uj = first[free], uj[free]
+    ok = admit(d, pool, uj, b.imp[first], b.seq)
+    if pool != LOC_L and ok.any():
+        b.add_reads(first[ok], uj[ok], uj[ok] + 1, pool)
+    b.slot[pos] = d._slot_of[j]
+    return int(np.count_nonzero(ok))

@@ -1,0 +1,134 @@
+"""DeferredFree: retiring store entries and freeing them once no batch can read them.
+
+The owner side of the store's *deferred free* (mixed into :class:`SharedStore`).
+``retire`` removes an entry logically: if every batch that touched it
+(``last_use``) is already consumed it is freed at once, otherwise it is parked as
+RETIRED -- still readable with its old generation -- and its blocks count as
+*reclaimable* for admission. ``release(seq)`` reports batches up to ``seq`` consumed
+and frees the parked entries no unconsumed batch can read. Freeing stores an odd
+generation *before* the blocks go back to the allocator, so a reader holding the old
+``(slot, generation)`` misses instead of reading reused bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .allocator import chain_of
+from .slots import FREE, LIVE, PENDING, RETIRED, promises
+
+__all__ = ["DeferredFree"]
+
+
+class DeferredFree:
+    """Retire/release of :class:`SharedStore` entries (see the module docstring).
+
+    Uses the store's slot table ``_t``, allocators ``_alloc``, per-pool counters
+    ``_used_bytes`` / ``_retired_blocks`` and ``_retired`` / ``_consumed``.
+    """
+
+    def retire(self, slot: int) -> None:
+        """Remove ``slot`` logically; free it once no unconsumed batch may read it.
+
+        A pending slot is retired the same way: an annotation may already name it, so
+        it must not be handed to another record before that batch is consumed.
+        """
+        self._check_owner()
+        self.retire_many(np.array([slot], np.int64))
+
+    def retire_many(self, slots: np.ndarray, current: bool = False) -> None:
+        """:meth:`retire` for distinct slots (free and retired ones are skipped).
+
+        ``current``: the caller knows every slot is pending or live (skips a check).
+        """
+        t = self._t
+        slots = np.asarray(slots, np.int64)
+        if not current:
+            st = t.state[slots]
+            held = (st == PENDING) | (st == LIVE)
+            if not held.all():
+                slots = slots[held]
+        now = t.last_use[slots] <= self._consumed
+        if now.all():
+            self._free_many(slots)
+            return
+        self._free_many(slots[now])
+        later = slots[~now]
+        t.state[later] = RETIRED
+        np.add.at(self._retired_blocks, t.pool[later], self._blocks_of(later))
+        self._retired = np.concatenate([self._retired, later])
+
+    def release(self, seq: int) -> int:
+        """Report every batch with sequence number <= ``seq`` consumed; free what can go.
+
+        Returns:
+            Number of entries freed.
+        """
+        self._check_owner()
+        if seq > self._consumed:
+            self._consumed = seq
+        ret = self._retired
+        if not len(ret):
+            return 0
+        done = self._t.last_use[ret] <= self._consumed
+        if not done.any():
+            return 0
+        self._retired = ret[~done]
+        freed = ret[done]
+        blocks = self._blocks_of(freed)
+        np.subtract.at(self._retired_blocks, self._t.pool[freed], blocks)
+        self._free_many(freed)
+        return len(freed)
+
+    def _blocks_of(self, slots: np.ndarray) -> np.ndarray:
+        """Blocks held by each slot (0 unless published)."""
+        t, bb = self._t, self.block_bytes
+        g = t.gen[slots]
+        n = t.length[slots].astype(np.int64)
+        contiguous = -(-n // bb)
+        chained = np.where(n > bb, 1 + -(-(n - bb) // (bb - 4)), 1)
+        blocks = np.where(t.head[slots] >= 0, contiguous, chained)
+        return np.where((g & 1 == 0) & (g != 0), blocks, 0)
+
+    def _free_many(self, slots: np.ndarray) -> None:
+        if not len(slots):
+            return
+        t = self._t
+        g = t.gen[slots].astype(np.int64)
+        published = ((g & 1) == 0) & (g != 0)
+        # Odd generation first: readers of the old bytes see the change and miss. A
+        # never-published slot skips the generation its reservation promised. (No
+        # wrap: an even generation is at most 2**31 - 2.)
+        odd = g + 1
+        if not published.all():
+            odd[~published] = promises(g[~published]) + 1
+            slots_pub = slots[published]
+        else:
+            slots_pub = slots
+        t.gen[slots] = odd
+        if len(slots_pub):
+            self._give_back(slots_pub)
+        t.state[slots] = FREE
+        t.pool[slots] = -1
+        t.give(slots)
+
+    def _give_back(self, slots: np.ndarray) -> None:
+        """Return the blocks and bytes of published ``slots`` to their pools."""
+        t, bb = self._t, self.block_bytes
+        n = t.length[slots].astype(np.int64)
+        head = t.head[slots].astype(np.int64)
+        pools = t.pool[slots]
+        p0 = int(pools[0])
+        groups = [(p0, None)] if (pools == p0).all() else [
+            (p, pools == p) for p in set(pools.tolist())]
+        for p, mine in groups:
+            nn, hh = (n, head) if mine is None else (n[mine], head[mine])
+            self._used_bytes[p] -= int(nn.sum())
+            if hh.min() >= 0 and nn.min() > 0:  # all contiguous, none empty
+                self._alloc[p].give_runs(hh, (nn + (bb - 1)) // bb)
+                continue
+            chained = hh < 0
+            run = ~chained & (nn > 0)
+            self._alloc[p].give_runs(hh[run], (nn[run] + (bb - 1)) // bb)
+            for h, m in zip(hh[chained].tolist(), nn[chained].tolist()):
+                self._alloc[p].give_blocks(chain_of(self._data, bb, ~h, m))
