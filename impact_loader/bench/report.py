@@ -59,11 +59,12 @@ def format_details(rows: List[Dict[str, Any]]) -> str:
                    f"k_eff={b['k_eff']:.1f}) | {b['issued_io']:6.2f} s")
     cached = [r for r in rows if not math.isnan(r["bookkeeping_us_per_sample"])]
     if cached:
-        out.append("main process: sampler + prefetcher time per delivered sample | "
-                   "CPU cores busy (main, workers):")
+        out.append("main process: sampler + prefetcher CPU per delivered sample | CPU "
+                   "cores busy (main process, its background threads, workers):")
         for r in cached:
             out.append(f"  {r['loader']:7s} {r['bookkeeping_us_per_sample']:7.1f} us | "
-                       f"{r['main_cpu_share']:.2f}, {r['worker_cpu_share']:.2f}")
+                       f"{r['main_cpu_share']:.2f}, {r['background_cpu_share']:.2f}, "
+                       f"{r['worker_cpu_share']:.2f}")
     return "\n".join(out)
 
 

@@ -85,14 +85,7 @@ class LoaderRun:
         self.loader = ImpactLoader(self.dataset, scenario.batch_size, policy=self.spec.policy,
                                    seed=scenario.seed, sampler_options=sampler_options, **kw)
         self.pipeline = self.dataset.pipeline
-        # Instruments: main-thread time in the sampler's annotator (inside next()), the
-        # part of it spent waiting for a batch's own reads, and time in update().
-        if self.pipeline is not None:
-            self.annotate = Timed(self.loader.sampler.annotator)
-            self.loader.sampler.annotator = self.annotate
-            self.wait = Timed(self.pipeline.prefetcher.wait)
-            self.pipeline.prefetcher.wait = self.wait
-        self.update = Timed(self.loader.update)
+        self.update = Timed(self.loader.update)  # the sampler's share of the loop
 
     @property
     def cached(self) -> bool:
@@ -104,12 +97,11 @@ class LoaderRun:
         if self.spec.policy is not None:
             s = self.loader.stats()
             for k in ("planned", "hits", "substitutions", "prefetched", "waited_batches",
-                      "storage_requests", "storage_bytes"):
+                      "storage_requests", "storage_bytes", "bookkeeping_cpu_s"):
                 c[k] = s.get(k, 0)
             c["update_s"] = self.update.seconds
         if self.cached:
-            c.update(annotate_s=self.annotate.seconds, prefetch_wait_s=self.wait.seconds,
-                     thread_cpu_s=other_threads_cpu_seconds())
+            c["thread_cpu_s"] = other_threads_cpu_seconds()
             d = self.dataset.directory.counts
             for k in ("admitted", "evicted", "filled", "abandoned", "staged"):
                 c["cache_" + k] = d.get(k, 0)
