@@ -128,3 +128,47 @@ def test_every_miss_goes_through_the_prefetcher_with_little_staging(src):
             ds.__getitems__(plan)
     assert ds.source_reads == 0
     ds.close()
+
+
+def test_batch_readiness_flags():
+    from impact_loader.readiness import FAILED, PENDING, READY, BatchReadiness
+
+    r = BatchReadiness(cells=1024, timeout=0.01)
+    assert r.state(5) == PENDING and r.wait(5) == PENDING  # gives up after the timeout
+    r.mark(5, True)
+    r.mark(6, False)
+    assert r.state(5) == READY and r.wait(5) == READY and r.state(6) == FAILED
+    assert r.state(5 + 1024) == PENDING  # a reused cell never matches another batch
+    r.close()
+    assert r.closed
+    with pytest.raises(ValueError, match="cells"):
+        BatchReadiness(cells=10)
+
+
+def test_workers_wait_for_reads_handed_over_early(src):
+    """A plan handed over before its reads landed is served from the store once ready."""
+    record = len(src.read_many([0])[0])
+    gate = __import__("threading").Event()
+
+    class Slow:
+        def __len__(self):
+            return len(src)
+
+        def read_many(self, idx):
+            gate.wait(10)
+            return src.read_many(idx)
+
+        def decode(self, raw):
+            return src.decode(raw)
+
+    gate.set()  # let the size probe read
+    ds = ImpactDataset(Slow(), transform=_xy, cache_bytes=len(src) * record // 2)
+    gate.clear()
+    sampler = il.ImportanceSampler(ds, batch_size=8, policy="uniform")
+    plan = next(iter(sampler))
+    assert plan.seq == 0 and ds.readiness.state(0) == 0  # reads still held back
+    gate.set()
+    items = ds.__getitems__(plan)
+    assert [s[1] for s, _ in items] == plan.indices.tolist()
+    assert ds.source_reads == 0 and ds.store_hits == len(plan)
+    ds.close()
