@@ -1,4 +1,7 @@
-"""Validation of plan arrays handed to the cache directory (one place, clear errors)."""
+"""Validation of what the cache is handed: plans, fills, updates, store layouts.
+
+One place for the checks, so every error names the value, the limit and the fix.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import numpy as np
 
 from .codes import TIER_L, TIER_NONE
 
-__all__ = ["check_plan", "check_updates", "fill_indices"]
+__all__ = ["check_plan", "check_updates", "fill_indices", "store_layout"]
 
 
 def check_plan(indices, tier, importance, seq, last_seq: int, n_samples: int):
@@ -84,3 +87,38 @@ def fill_indices(indices, n_records: int, n_samples: int) -> np.ndarray:
         raise ValueError(f"index {bad} is out of range for n_samples={n_samples}; "
                          f"pass indices from the annotation")
     return idx
+
+
+def store_layout(pools, block_bytes, max_entries):
+    """Validate a store's arguments; return ``(ranges, n_blocks, max_entries)``.
+
+    ``ranges`` maps each pool id to ``(first block, block count)``; ``max_entries``
+    defaults to one slot per block.
+
+    Raises:
+        ValueError: naming the bad value, the limit and the fix.
+    """
+    if isinstance(block_bytes, bool) or not isinstance(block_bytes, int) \
+            or block_bytes < 64:
+        raise ValueError(f"block_bytes={block_bytes!r} must be an int >= 64; "
+                         f"use e.g. 4096")
+    ranges, first = {}, 0
+    for pool, nbytes in pools:
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+            raise ValueError(f"pool {pool} size={nbytes!r} bytes must be an int "
+                             f">= 0; pass 0 for an empty pool")
+        if pool in ranges:
+            raise ValueError(f"pool id {pool} given twice; pool ids must be unique")
+        if not 0 <= pool < 8:
+            raise ValueError(f"pool id {pool} must be in 0..7 (a LOC_* code)")
+        ranges[pool] = (first, nbytes // block_bytes)
+        first += nbytes // block_bytes
+    if first >= 1 << 31:
+        raise ValueError(f"{first} blocks exceed 2**31; raise block_bytes")
+    if max_entries is None:
+        max_entries = max(first, 1)
+    if isinstance(max_entries, bool) or not isinstance(max_entries, int) \
+            or not 1 <= max_entries < 1 << 31:
+        raise ValueError(f"max_entries={max_entries!r} must be an int >= 1 (and "
+                         f"< 2**31); or pass None for one slot per block")
+    return ranges, first, max_entries

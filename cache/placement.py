@@ -14,7 +14,7 @@ Bytes are never over budget: each pool has a fixed block count.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -53,18 +53,18 @@ def fill(d: "CacheDirectory", indices, records) -> int:
     slots = slots[at]
     store._check_owner()
     recs = [records[k] for k in at.tolist()]
-    sizes = [len(r) for r in recs]
+    sizes = np.fromiter(map(len, recs), np.int64, len(recs))
     pools = t.pool[slots]
     placed = 0
-    if len(recs) >= _BULK and max(sizes) <= store.block_bytes:
+    if len(recs) >= _BULK and 0 < sizes.min() and sizes.max() <= store.block_bytes:
         p0 = int(pools[0])
         groups = [p0] if (pools == p0).all() else sorted(set(pools.tolist()))
         for p in groups:
             if len(groups) == 1:
                 s, r, z = slots, recs, sizes
             else:
-                keep = np.flatnonzero(pools == p).tolist()
-                s, r, z = slots[keep], [recs[i] for i in keep], [sizes[i] for i in keep]
+                keep = np.flatnonzero(pools == p)
+                s, r, z = slots[keep], [recs[i] for i in keep.tolist()], sizes[keep]
             if store._put_singles(s, p, r, z):
                 placed += _account(d, s, z)
             else:
@@ -78,23 +78,24 @@ def fill(d: "CacheDirectory", indices, records) -> int:
     return placed
 
 
-def _account(d: "CacheDirectory", slots, sizes: List[int]) -> int:
+def _account(d: "CacheDirectory", slots, sizes) -> int:
     """Owner-side bookkeeping of published ``slots`` (``sizes`` bytes each)."""
     if not len(slots):
         return 0
     slots = np.asarray(slots, np.int64)
+    sizes = np.asarray(sizes, np.int64)
     pools = d.store._t.pool[slots]
     d.store._published(slots, pools, sizes)
     np.subtract.at(d._pending, pools, 1)
-    d._size_sum += sum(sizes)
+    d._size_sum += int(sizes.sum())
     return len(slots)
 
 
-def _one_by_one(d: "CacheDirectory", slots, recs: list, sizes: List[int]) -> int:
+def _one_by_one(d: "CacheDirectory", slots, recs: list, sizes) -> int:
     store = d.store
     done, done_sizes, placed = [], [], 0
     for slot, pool, rec, n in zip(slots.tolist(), store._t.pool[slots].tolist(), recs,
-                                  sizes):
+                                  sizes.tolist()):
         if not store._put(slot, pool, rec):
             placed += _account(d, done, done_sizes)  # eviction reads the owner state
             done, done_sizes = [], []

@@ -38,6 +38,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from .allocator import RunAllocator, chained_blocks, write_chained
+from .checks import store_layout
 from .deferred import DeferredFree
 from .reader import SLOT_BYTES, StoreReader
 from .region import SharedRegion
@@ -77,32 +78,9 @@ class SharedStore(DeferredFree, StoreReader):
     def __init__(self, *, pools: Sequence[Tuple[int, int]], block_bytes: int = 4096,
                  max_entries: Optional[int] = None) -> None:
         self._owner_pid = None
-        if isinstance(block_bytes, bool) or not isinstance(block_bytes, int) \
-                or block_bytes < 64:
-            raise ValueError(f"block_bytes={block_bytes!r} must be an int >= 64; "
-                             f"use e.g. 4096")
+        ranges, self.n_blocks, max_entries = store_layout(pools, block_bytes, max_entries)
         self.block_bytes = block_bytes
-        ranges, first = {}, 0
-        for pool, nbytes in pools:
-            if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
-                raise ValueError(f"pool {pool} size={nbytes!r} bytes must be an int "
-                                 f">= 0; pass 0 for an empty pool")
-            if pool in ranges:
-                raise ValueError(f"pool id {pool} given twice; pool ids must be unique")
-            if not 0 <= pool < 8:
-                raise ValueError(f"pool id {pool} must be in 0..7 (a LOC_* code)")
-            ranges[pool] = (first, nbytes // block_bytes)
-            first += nbytes // block_bytes
-        self.n_blocks = first
         self.region_bytes = sum(n for _, n in pools)
-        if max_entries is None:
-            max_entries = max(self.n_blocks, 1)
-        if isinstance(max_entries, bool) or not isinstance(max_entries, int) \
-                or not 1 <= max_entries < 1 << 31:
-            raise ValueError(f"max_entries={max_entries!r} must be an int >= 1 (and "
-                             f"< 2**31); or pass None for one slot per block")
-        if self.n_blocks >= 1 << 31:
-            raise ValueError(f"{self.n_blocks} blocks exceed 2**31; raise block_bytes")
         self.max_entries = max_entries
         self._region = SharedRegion(self.region_bytes, SLOT_BYTES * max_entries)
         self._map()
@@ -261,8 +239,9 @@ class SharedStore(DeferredFree, StoreReader):
         t[i] = g if 0 < g < 0x7FFFFFFF else promise(t[i])  # publish: even
         return True
 
-    def _put_singles(self, slots: np.ndarray, pool: int, records: list, sizes: list) -> bool:
-        """:meth:`_put` for records of at most one block each (``sizes[i] <= block``).
+    def _put_singles(self, slots: np.ndarray, pool: int, records: list,
+                     sizes: np.ndarray) -> bool:
+        """:meth:`_put` for records of one block each (``1 <= sizes[i] <= block``).
 
         One allocator walk, one numpy copy when the records are small and of equal
         size (else one slice copy each), and the shared table written with three
@@ -273,15 +252,15 @@ class SharedStore(DeferredFree, StoreReader):
         if blocks is None:
             return False
         bb, t = self.block_bytes, self._t
-        size = sizes[0]
-        if size < 1024 and sizes.count(size) == len(sizes):
+        size = int(sizes[0])
+        if size < 1024 and sizes.min() == sizes.max():
             grid = np.frombuffer(self._data, np.uint8, self.n_blocks * bb)
             grid.reshape(self.n_blocks, bb)[blocks, :size] = np.frombuffer(
                 b"".join(records), np.uint8).reshape(len(records), size)
             del grid
         else:
             data = self._data
-            for b, rec, n in zip(blocks.tolist(), records, sizes):
+            for b, rec, n in zip(blocks.tolist(), records, sizes.tolist()):
                 data[b * bb:b * bb + n] = rec if type(rec) is bytes else memoryview(
                     rec).cast("B")
         t.length[slots] = sizes

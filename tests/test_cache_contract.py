@@ -170,3 +170,29 @@ def test_tier_none_default(policy):
     assert (a.tier == TIER_NONE).all()
     assert set(a.location.tolist()) <= {LOC_SOURCE, LOC_H, LOC_L}
     d.close()
+
+
+def test_multi_block_records_use_slots_per_entry_not_per_block(policy):
+    """Records of four blocks: the slot arrays grow with the entries, not the blocks."""
+    cfg = CacheConfig(cache_bytes=2000 * BLOCK, policy=policy, block_bytes=BLOCK,
+                      h_fraction=1.0)
+    d = CacheDirectory(n_samples=5000, config=cfg)
+
+    def rec(i):
+        return record(i).ljust(4 * BLOCK - 6, b"p")  # 4 blocks each
+
+    for seq, start in enumerate(range(0, 5000, 250)):
+        a = d.annotate(np.arange(start, start + 250), [TIER_H] * 250, np.ones(250),
+                       seq=seq)
+        for s, e in a.reads:
+            d.fill(range(s, e), [rec(i) for i in range(s, e)])
+        for k in np.flatnonzero(a.location != LOC_SOURCE):
+            got = d.store.read(int(a.slot[k]), int(a.generation[k]))
+            assert got is None or got == rec(int(a.indices[k]))
+        d.release(seq)
+    if policy != "none":
+        entries = d.stats()["entries"]
+        assert entries >= 450 and d.store.used_bytes(LOC_H) >= 450 * len(rec(0))
+        assert d.store.capacity < 2 * entries < d.store.max_entries
+        assert len(d._index_of) == d.store.capacity
+    d.close()

@@ -126,3 +126,27 @@ def test_l_cached_sample_is_a_direct_hit_and_substitution_can_be_off():
     assert d.lookup(300) is None
     del a
     d.close()
+
+
+def test_full_l_cache_keeps_refilling_with_packages():
+    """Once the L pool is full, misses still load packages (old ones are evicted)."""
+    d = _l_directory()  # 64 one-block entries, packages of 8
+    rng = np.random.default_rng(3)
+    seq, per_epoch = 0, []
+    for _ in range(4):
+        loaded = subs = 0
+        for _ in range(30):
+            idx = rng.choice(1000, 16, replace=False)
+            a = d.annotate(idx, [TIER_L] * 16, seq=seq)
+            for start, stop in a.reads:
+                d.fill(range(start, stop), [REC] * (stop - start))
+            loaded += sum(stop - start for start, stop in a.reads.packages)
+            subs += int(a.substituted.sum())
+            d.release(seq)
+            seq += 1
+        per_epoch.append((loaded, subs))
+        d.new_epoch()
+    assert d.store.used_bytes(LOC_L) == 64 * BLOCK  # full
+    assert all(loaded >= 64 and subs >= 64 for loaded, subs in per_epoch), per_epoch
+    assert d.stats()["evicted"] > 3 * 64
+    d.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import pickle
 
+import numpy as np
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -38,6 +39,69 @@ def test_round_trip_contiguous_and_chained():
         assert s.write(c, big)
         assert s.read(c, s.generation(c)) == big
         assert s.used_bytes(H) == 64 + len(big)
+
+
+def test_fragmented_pool_chains_records_through_any_free_blocks():
+    with _store(pools=[(H, 64 * 8)]) as s:
+        slots = [s.reserve(H) for _ in range(8)]
+        for i, x in enumerate(slots):
+            assert s.write(x, bytes([i]) * 64)
+        freed = {b for x in slots[::2] for b in s.entry_blocks(x)}
+        for x in slots[::2]:  # every other block free: no two adjacent
+            s.retire(x)
+        big = bytes(range(180))  # 3 blocks contiguous; chained: 64-4 + 64-4 + 60
+        y = s.reserve(H)
+        assert s.write(y, big)
+        assert s.read(y, s.generation(y)) == big
+        blocks = s.entry_blocks(y)
+        assert len(blocks) == 3 and set(blocks) < freed
+        assert s.free_blocks(H) == 1 and s.used_bytes(H) == 4 * 64 + 180
+        s.retire(y)  # its blocks come back and serve a contiguous record again
+        assert s.free_blocks(H) == 4
+        z = s.reserve(H)
+        assert s.write(z, b"z" * 64) and s.read(z, s.generation(z)) == b"z" * 64
+
+
+def test_generations_wrap_without_reusing_a_promise():
+    with _store() as s:
+        a = s.reserve(H)
+        s._slots[3 * a] = 2**31 - 3  # an odd generation just below the int32 limit
+        seen = set()
+        for i in range(6):
+            g = s.generation(a)
+            assert g % 2 == 0 and g != 0 and g not in seen
+            seen.add(g)
+            if i % 2:  # never published: the next promise must differ
+                s.retire(a)
+            else:
+                assert s.write(a, b"w%d" % i) and s.read(a, g) == b"w%d" % i
+                s.retire(a)
+                assert s.read(a, g) is None
+            a2 = s.reserve(H)
+            assert a2 == a
+
+
+def test_metadata_grows_with_entries_not_with_max_entries():
+    with _store(pools=[(H, 64 * 50_000)]) as s:
+        assert s.max_entries == 50_000 and s.capacity < 1000
+        got = s.reserve_many(H, 3000)
+        assert len(got) == 3000 and s.capacity >= 3000
+        assert s.capacity < 4000  # grown in small steps, not to max_entries
+        assert _meta_rss(s) <= 3000 * 12 + 2 * 4096  # only touched pages are resident
+
+
+def _meta_rss(store):
+    """Resident bytes of the store's shared metadata mapping in this process."""
+    import os
+    inode = os.fstat(store._region.fds[1]).st_ino
+    rss, mine = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+                mine = f" {inode} " in line and "impact-loader-meta" in line
+            elif mine and line.startswith("Rss:"):
+                rss += int(line.split()[1]) * 1024
+    return rss
 
 
 def test_region_is_exactly_the_pool_bytes():
@@ -214,6 +278,21 @@ class StoreMachine(RuleBasedStateMachine):
             if self.s.state(slot) not in (LIVE, RETIRED):
                 del self.model[slot]
 
+    @precondition(lambda self: self.pending)
+    @rule(data=st.data(), n=st.integers(1, 64))
+    def write_singles(self, data, n):  # the bulk path for records of one block
+        pool = data.draw(st.sampled_from([H, L]))
+        mine = sorted(s for s in self.pending if self.s.pool_of(s) == pool)
+        if not mine:
+            return
+        recs = [bytes([s % 251]) * n for s in mine]
+        sizes = np.full(len(mine), n, np.int64)
+        if self.s._put_singles(np.array(mine, np.int64), pool, recs, sizes):
+            self.s._published(np.array(mine, np.int64), np.full(len(mine), pool), sizes)
+            for s, r in zip(mine, recs):
+                self.pending.discard(s)
+                self.model[s] = (self.s.generation(s), r)
+
     @invariant()
     def reads_match_and_blocks_disjoint(self):
         seen = set()
@@ -224,7 +303,12 @@ class StoreMachine(RuleBasedStateMachine):
             seen |= set(blocks)
             assert all(self.s._alloc[self.s.pool_of(slot)].owns(b) for b in blocks)
         for pool in (H, L):
-            used = sum(self.s.blocks_for(len(p)) for sl, (_, p) in self.model.items()
+            runs = list(self.s._alloc[pool].runs())
+            free = {b for first, n in runs for b in range(first, first + n)}
+            assert len(free) == sum(n for _, n in runs) == self.s.free_blocks(pool)
+            assert not free & seen, "a free run overlaps a live entry"
+            assert all(self.s._alloc[pool].owns(b) for b in free)
+            used = sum(len(self.s.entry_blocks(sl)) for sl in self.model
                        if self.s.pool_of(sl) == pool)
             assert used + self.s.free_blocks(pool) == self.s.pool_blocks(pool)
             assert self.s.used_bytes(pool) == sum(
