@@ -216,6 +216,7 @@ class ImpactDataset:
             self.directory.close()
         if self.readiness is not None:
             self.readiness.close()
+        self.counters.close()  # the workers' counter table is a memfd too
         self.directory = None
         self.store = None
         self.readiness = None

@@ -20,6 +20,7 @@ after ``cells`` batches, far more than a DataLoader ever has in flight.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -76,18 +77,22 @@ class BatchReadiness:
         forkserver without a server process).
 
         Returns:
-            The final state (:data:`PENDING` after a timeout); the caller then reads
+            The final state (:data:`PENDING` after a timeout, or as soon as the
+            process that started this one has died: nobody will mark the batch, and a
+            DataLoader worker must not outlive its parent); the caller then reads
             whatever the store does not hold from the source.
         """
         state = self.state(seq)
         if state != PENDING:
             return state
         deadline = time.monotonic() + self.timeout
+        parent = os.getppid()
         pause = 1e-4
         while True:
             time.sleep(pause)
             state = self.state(seq)
-            if state != PENDING or time.monotonic() > deadline:
+            if (state != PENDING or time.monotonic() > deadline
+                    or os.getppid() != parent):
                 return state
             pause = min(2e-3, pause * 1.5)
 

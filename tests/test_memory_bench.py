@@ -80,9 +80,6 @@ def test_nothing_outlives_the_loader_and_the_dataset(quick):
         assert last["extra_threads"] <= 0
 
 
-@pytest.mark.xfail(strict=True, reason="ImpactDataset.close() does not close its "
-                   "WorkerCounters: the 64 KiB counter memfd lives on until the dataset "
-                   "object is collected")
 def test_dataset_close_releases_every_memfd(quick):
     report, _ = quick
     for name in ("small", "large"):
