@@ -50,7 +50,9 @@ class CachePipeline:
         chunk: most single misses read with one ``read_many`` call (see
             :class:`Prefetcher`).
         outstanding: batches the DataLoader may hold after the one being yielded.
-        wait_timeout: seconds to wait for one batch's reads before failing.
+        wait_timeout: seconds a batch's reads may take: a worker waits at most this
+            long for them (then reads the source), and a read still unfinished after it
+            raises :class:`PrefetchError` at the next batch.
         retries / backoff_s: passed to the :class:`Prefetcher`.
         tiers: annotate with the plan's H/L tiers (default True). False annotates every
             sample as ``TIER_NONE`` (no substitution, every miss admitted while there is
@@ -59,6 +61,10 @@ class CachePipeline:
     Attributes:
         cpu_seconds: CPU seconds of this hook on the training loop's thread (taking
             annotations, releasing, building plans; waiting takes no CPU).
+        counts: ``batches``, ``planned``, ``hits`` (cached, not substituted),
+            ``substitutions``, ``prefetched`` (samples read for the batches handed
+            over) and ``waited_batches`` (batches handed over before their reads had
+            landed, whose workers then waited for them).
     """
 
     def __init__(self, sampler: Any, dataset: Any, *, threads: int = 16, chunk: int = 8,
