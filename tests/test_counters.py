@@ -70,14 +70,15 @@ def test_dataloader_workers_count_in_their_own_rows(tmp_path, method):
             assert seen == list(range(96))
         t = ds.counters.totals()
         stats = ds.pipeline.stats()
+        rows = ds.counters._rows.copy()
     finally:
         ds.close()
+    assert ds.counters.closed  # close() unmaps the counter table too
     hits = t["hits_none"] + t["hits_h"] + t["hits_l"]
     misses = t["misses_none"] + t["misses_h"] + t["misses_l"]
     assert hits + misses == 2 * 96 == stats["planned"]
     assert hits >= stats["hits"] > 0  # second epoch: the cache holds ~40 samples
     assert t["batches"] == 2 * 12
-    rows = ds.counters._rows
     assert rows[0, 0] == 0  # the main process delivered nothing, it only probed sizes:
     assert rows[0, SCALARS.index("source_requests")] == 1
     assert rows[1, 0] > 0 and rows[2, 0] > 0 and rows[1, 0] + rows[2, 0] == 24
