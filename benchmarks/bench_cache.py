@@ -10,8 +10,11 @@ Sections:
     reads    -- a worker process (spawn by default) reads cached records of
                 ``--record-bytes`` through ``SharedStore.read``: reads/s per process.
     bookkeep -- main-process cost per planned sample of annotate + fill + release for
-                each policy, with tiny records so that copying bytes does not count.
-    memory   -- shared region size versus cache_bytes, metadata bytes per entry.
+                each policy, with tiny records so that copying bytes does not count
+                (``--bk-record-bytes`` / ``--bk-block-bytes`` for other layouts).
+    memory   -- shared region size versus cache_bytes, and the metadata bytes per
+                cached entry after filling the cache with ``--record-bytes``
+                records, with records of one block and of four blocks.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ def bench_reads(args):
     rec = args.record_bytes
     n_rec = max(1, args.cache_mib * (1 << 20) // rec)
     # setup
-    store = SharedStore(pools=[(LOC_H, n_rec * rec)], block_bytes=args.block_bytes)
+    block = args.block_bytes or rec
+    store = SharedStore(pools=[(LOC_H, n_rec * rec)], block_bytes=block)
     items = []
     payload = bytes(range(256)) * (rec // 256) + b"x" * (rec % 256)
     for _ in range(n_rec):
@@ -65,7 +69,7 @@ def bench_reads(args):
     for p in procs:
         p.join()
     print(f"[reads] record={rec} B, cached records={len(items)}, "
-          f"block_bytes={args.block_bytes}, workers={args.workers} ({args.start_method})")
+          f"block_bytes={block}, workers={args.workers} ({args.start_method})")
     for i, (dt, misses) in enumerate(res):
         rate = args.reads / dt
         print(f"  worker {i}: {rate:,.0f} reads/s  {rate * rec / 1e9:.2f} GB/s  "
@@ -83,15 +87,17 @@ def _plans(kind, n, rng, weights):
 
 def bench_bookkeeping(args):
     n, batch = args.samples, args.batch
-    rec = b"r" * 64
+    size, block = args.bk_record_bytes, args.bk_block_bytes or args.bk_record_bytes
+    rec = b"r" * size
     weights = np.random.default_rng(1).pareto(2.0, n) + 1e-3
     print(f"[bookkeep] n_samples={n}, batch={batch}, cache={args.fraction:.0%} of the "
-          f"dataset, 64-byte records, {args.epochs} measured epochs after 1 warm-up")
+          f"dataset, {size}-byte records in {block}-byte blocks, {args.epochs} "
+          f"measured epochs after 1 warm-up; CPU = thread CPU time")
     for kind in ("uniform", "skewed"):
         for pol in ("none", "lru", "minio", "importance"):
             # setup
-            cfg = CacheConfig(cache_bytes=int(args.fraction * n) * 64, policy=pol,
-                              block_bytes=64)
+            cfg = CacheConfig(cache_bytes=int(args.fraction * n) * -(-size // block)
+                              * block, policy=pol, block_bytes=block)
             d = CacheDirectory(n_samples=n, config=cfg)
             rng = np.random.default_rng(0)
             recs = [rec] * max(batch, cfg.package_size)
@@ -133,39 +139,74 @@ def bench_bookkeeping(args):
 def bench_memory(args):
     rec = args.record_bytes
     cache = args.cache_mib << 20
-    for pol in ("lru", "importance"):
-        cfg = CacheConfig(cache_bytes=cache, policy=pol, block_bytes=args.block_bytes,
-                          staging_bytes=args.staging_mib << 20,
-                          max_entries=args.max_entries)
-        d = CacheDirectory(n_samples=args.samples, config=cfg)
-        st = d.store
-        region = len(st._region.data)
-        meta_shared = st._region.meta_bytes
-        slots = st.max_entries
-        per_slot_owner = (st._state.itemsize + st._pool.itemsize + st._last_use.itemsize
-                          + st._free_slots.itemsize + d._index_of.itemsize)
-        pol_bytes, pol_sample_bytes = _policy_bytes(d.policy, args.samples, rec, slots)
-        entries = cache // rec
-        total_meta = meta_shared + slots * per_slot_owner + pol_bytes
-        sample_bytes = len(d._slot_of) * d._slot_of.itemsize + pol_sample_bytes
-        print(f"[memory] policy={pol} cache_bytes={cache} staging_bytes="
-              f"{cfg.staging_bytes} record={rec} B block={args.block_bytes} B "
-              f"slots={slots}")
-        print(f"  shared data region: {region} B (cache_bytes + staging_bytes = "
-              f"{cfg.region_bytes} B)")
-        print(f"  per-entry metadata: shared {meta_shared} B, owner {slots * per_slot_owner}"
-              f" B, policy {pol_bytes} B (incl. heap entries of a full H-cache)")
-        print(f"  => {total_meta / entries:.1f} B per cached {rec}-byte entry "
-              f"({total_meta / slots:.1f} B per slot); plus per dataset sample "
-              f"{sample_bytes / args.samples:.1f} B ({sample_bytes} B for "
-              f"{args.samples} samples)")
-        d.close()
+    blocks = [args.block_bytes] if args.block_bytes else [rec, max(64, rec // 4)]
+    payload = b"m" * rec
+    for block in blocks:
+        for pol in ("lru", "importance"):
+            # setup: fill the cache for real with a skewed plan (both pools, evictions)
+            cfg = CacheConfig(cache_bytes=cache, policy=pol, block_bytes=block,
+                              staging_bytes=args.staging_mib << 20,
+                              max_entries=args.max_entries)
+            d = CacheDirectory(n_samples=args.samples, config=cfg)
+            rng = np.random.default_rng(0)
+            weights = np.random.default_rng(1).pareto(2.0, args.samples) + 1e-3
+            seq = 0
+            for _ in range(2):
+                idx, tier, imp = _plans("skewed", args.samples, rng, weights)
+                for b in range(0, len(idx), 256):
+                    a = d.annotate(idx[b:b + 256], tier[b:b + 256], imp[b:b + 256],
+                                   seq=seq)
+                    for start, stop in a.reads:
+                        d.fill(range(start, stop), [payload] * (stop - start))
+                    d.release(seq)
+                    seq += 1
+                d.new_epoch()
+            # measurement: what is allocated now
+            st, entries = d.store, d.stats()["entries"]
+            shared_rss, shared_virtual = _meta_rss(st), st._region.meta_bytes
+            t = st._t
+            owner = sum(a.nbytes for a in (t.state, t.pool, t.last_use, t._free,
+                                           d._index_of))
+            del t  # its views of the shared mapping would outlive close()
+            pol_slot, pol_sample, heap = _policy_bytes(d.policy, args.samples)
+            per_block = 0  # no per-block metadata: free runs live in the free blocks
+            total = shared_rss + owner + pol_slot + heap + per_block * st.n_blocks
+            sample_bytes = d._slot_of.nbytes + pol_sample
+            used = sum(st.used_bytes(p) for p in d._pools)
+            print(f"[memory] policy={pol} cache_bytes={cache} record={rec} B "
+                  f"block={block} B ({st.blocks_for(rec)} blocks/record) "
+                  f"staging_bytes={cfg.staging_bytes}")
+            print(f"  shared data region: {len(st._region.data)} B (cache_bytes + "
+                  f"staging_bytes = {cfg.region_bytes} B); {used} B of records in "
+                  f"{entries} entries")
+            print(f"  metadata: shared slot table {shared_rss} B resident ("
+                  f"{shared_virtual} B reserved, sparse), owner slot arrays {owner} B "
+                  f"({st.capacity} slots), policy arrays {pol_slot} B, heap entries "
+                  f"{heap} B, per block {per_block} B")
+            print(f"  => {total / entries:.1f} B per cached entry; plus per dataset "
+                  f"sample {sample_bytes / args.samples:.1f} B")
+            d.close()
 
 
-def _policy_bytes(policy, n_samples, record_bytes, slots):
-    """(bytes of per-slot arrays, bytes of per-dataset-sample arrays) of a policy."""
+def _meta_rss(store):
+    """Resident bytes of the store's shared metadata mapping in this process."""
+    import os
+    inode = os.fstat(store._region.fds[1]).st_ino
+    rss, mine = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split(maxsplit=1)[0]
+            if "-" in head and all(c in "0123456789abcdef-" for c in head):
+                mine = f" {inode} " in line
+            elif mine and line.startswith("Rss:"):
+                rss += int(line.split()[1]) * 1024
+    return rss
+
+
+def _policy_bytes(policy, n_samples):
+    """(per-slot array bytes, per-dataset-sample array bytes, heap entry bytes)."""
     from array import array
-    per_slot = per_sample = 0
+    per_slot = per_sample = heap = 0
     stack, seen = [policy], set()
     while stack:
         obj = stack.pop()
@@ -175,18 +216,18 @@ def _policy_bytes(policy, n_samples, record_bytes, slots):
         values = list(getattr(obj, "__dict__", {}).values())
         values += [getattr(obj, n, None) for n in getattr(type(obj), "__slots__", ())]
         for v in values:
-            if isinstance(v, array):
-                if len(v) == n_samples:
-                    per_sample += v.itemsize * len(v)
-                elif v.typecode != "Q":  # heap entries are counted below
-                    per_slot += v.itemsize * len(v)
+            if isinstance(v, (array, np.ndarray)):
+                nbytes = v.itemsize * len(v)
+                if isinstance(v, array) and v.typecode == "Q":
+                    heap += nbytes  # heap entries, live and dead
+                elif len(v) == n_samples:
+                    per_sample += nbytes
+                else:
+                    per_slot += nbytes
             elif v is not None and not isinstance(v, (int, float, str, bool, dict)) \
                     and (hasattr(v, "__dict__") or hasattr(type(v), "__slots__")):
                 stack.append(v)
-    if hasattr(policy, "h"):  # a full H-cache: one 8-byte entry in each of two heaps
-        h_entries = min(slots, policy.config.h_bytes // record_bytes)
-        per_slot += 2 * 8 * h_entries
-    return per_slot, per_sample
+    return per_slot, per_sample, heap
 
 
 def main(argv=None):
@@ -194,7 +235,9 @@ def main(argv=None):
     p.add_argument("--section", choices=["all", "reads", "bookkeep", "memory"],
                    default="all")
     p.add_argument("--record-bytes", type=int, default=16384)
-    p.add_argument("--block-bytes", type=int, default=16384)
+    p.add_argument("--block-bytes", type=int, default=None,
+                   help="store block (default: reads use one block per record; "
+                        "memory measures one block and four blocks per record)")
     p.add_argument("--cache-mib", type=int, default=256)
     p.add_argument("--staging-mib", type=int, default=0)
     p.add_argument("--max-entries", type=int, default=None)
@@ -207,6 +250,11 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--fraction", type=float, default=0.2)
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--bk-record-bytes", type=int, default=64,
+                   help="record size of the bookkeeping section (tiny by default, so "
+                        "that copying bytes does not count)")
+    p.add_argument("--bk-block-bytes", type=int, default=None,
+                   help="block size of the bookkeeping section (default: one record)")
     args = p.parse_args(argv)
     if args.section in ("all", "reads"):
         bench_reads(args)

@@ -38,7 +38,7 @@ def first_occurrences(values: np.ndarray) -> np.ndarray:
     """Positions of the first occurrence of each distinct value, in original order."""
     if len(values) < 2:
         return np.arange(len(values))
-    order = np.argsort(values, kind="stable")
+    order = values.argsort(kind="stable")
     v = values[order]
     return np.sort(order[np.concatenate(([True], v[1:] != v[:-1]))])
 
@@ -59,11 +59,11 @@ def admit(d: "CacheDirectory", pool: int, cand: np.ndarray, importance: np.ndarr
     if floor > -np.inf and _room(d, pool, est) == 0:
         # Full: only misses that beat the policy's floor can claim a victim's room.
         keep = importance > floor
-        if not keep.all():
-            at = np.flatnonzero(keep)
+        if np.count_nonzero(keep) < len(keep):
+            at = keep.nonzero()[0]
             ok[at] = admit(d, pool, cand[at], importance[at], seq) if len(at) else False
             return ok
-    order = d.policy.admit_order(importance) if pool != LOC_STAGING else None
+    order = d.policy.admit_order(pool, importance) if pool != LOC_STAGING else None
     ranked = np.arange(n) if order is None else order
     while done < n:
         units = _room(d, pool, est)
@@ -127,7 +127,7 @@ def evict(d: "CacheDirectory", slots, forgotten: bool = False) -> None:
     d._index_of[slots] = -1
     t = d.store._t
     pending = t.state[slots] == PENDING
-    if pending.any():
+    if np.count_nonzero(pending):
         np.subtract.at(d._pending, t.pool[slots[pending]], 1)
     if not forgotten:
         d.policy.removed(slots)
@@ -137,14 +137,14 @@ def evict(d: "CacheDirectory", slots, forgotten: bool = False) -> None:
 
 def admit_misses(d: "CacheDirectory", b: "BatchBuilder") -> None:
     """Admit the batch's unserved misses to their pools, then to staging."""
-    rest = np.flatnonzero(b.slot < 0)
+    rest = (b.slot < 0).nonzero()[0]
     if not len(rest):
         return
     pools = d.policy.route(b.tier[rest])
     for pool in sorted(set(pools.tolist()) - {LOC_SOURCE}):
         _admit_positions(d, b, rest[pools == pool], pool)
     if d._staging:
-        rest = np.flatnonzero(b.slot < 0)
+        rest = (b.slot < 0).nonzero()[0]
         if len(rest):
             d.counts["staged"] += _admit_positions(d, b, rest, LOC_STAGING)
 
@@ -157,7 +157,7 @@ def _admit_positions(d: "CacheDirectory", b: "BatchBuilder", pos: np.ndarray,
     free = d._slot_of[uj] < 0
     first, uj = first[free], uj[free]
     ok = admit(d, pool, uj, b.imp[first], b.seq)
-    if pool != LOC_L and ok.any():
+    if pool != LOC_L and np.count_nonzero(ok):
         b.add_reads(first[ok], uj[ok], uj[ok] + 1, pool)
     b.slot[pos] = d._slot_of[j]
     return int(np.count_nonzero(ok))

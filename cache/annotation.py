@@ -120,7 +120,7 @@ class BatchBuilder:
         if not self._runs:
             return Reads(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int8))
         pos, start, stop, loc = (np.concatenate(c) for c in zip(*self._runs))
-        order = np.argsort(pos, kind="stable")
+        order = pos.argsort(kind="stable")
         return Reads(start[order], stop[order], loc[order])
 
     def annotation(self, store) -> Annotation:
@@ -129,7 +129,7 @@ class BatchBuilder:
         gen = np.full(n, -1, np.int64)
         loc = np.full(n, LOC_SOURCE, np.int8)
         has = slot >= 0
-        if has.any():
+        if np.count_nonzero(has):
             s = slot[has]
             gen[has] = store.generations(s)
             loc[has] = store._pool[s]

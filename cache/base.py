@@ -65,8 +65,9 @@ class CachePolicy:
         """int8 pool each missed sample of tier ``tier[i]`` goes to, or ``LOC_SOURCE``."""
         return np.full(len(tier), LOC_SOURCE, np.int8)
 
-    def admit_order(self, importance: np.ndarray) -> Optional[np.ndarray]:
-        """Order in which misses of ``importance`` claim room; None: plan order."""
+    def admit_order(self, pool: int, importance: np.ndarray) -> Optional[np.ndarray]:
+        """Order in which misses of ``importance`` claim room in ``pool``; None: plan
+        order."""
         return None
 
     def victims(self, pool: int, importance: np.ndarray, n: int) -> np.ndarray:

@@ -41,7 +41,7 @@ def check_plan(indices, tier, importance, seq, last_seq: int, n_samples: int):
     if len(t) != n or len(w) != n:
         raise ValueError(f"{n} indices but {len(t)} tiers and {len(w)} importance "
                          f"values; pass one of each per index")
-    if n and (idx.min() < 0 or idx.max() >= n_samples):
+    if _outside(idx, n_samples):
         bad = int(idx[(idx < 0) | (idx >= n_samples)][0])
         raise ValueError(f"index {bad} is outside 0..{n_samples - 1} "
                          f"(n_samples={n_samples}); pass dataset indices")
@@ -64,7 +64,7 @@ def check_updates(indices, importance, n_samples: int):
     if len(idx) != len(imp):
         raise ValueError(f"{len(idx)} indices but {len(imp)} importance values; "
                          f"pass one value per index")
-    if len(idx) and (idx.min() < 0 or idx.max() >= n_samples):
+    if _outside(idx, n_samples):
         raise ValueError(f"an index is outside 0..{n_samples - 1}")
     return idx, imp
 
@@ -82,7 +82,7 @@ def fill_indices(indices, n_records: int, n_samples: int) -> np.ndarray:
     if len(idx) != n_records:
         raise ValueError(f"fill got {len(idx)} indices but {n_records} records; "
                          f"pass one record per index")
-    if len(idx) and (idx.min() < 0 or idx.max() >= n_samples):
+    if _outside(idx, n_samples):
         bad = int(idx[(idx < 0) | (idx >= n_samples)][0])
         raise ValueError(f"index {bad} is out of range for n_samples={n_samples}; "
                          f"pass indices from the annotation")
@@ -122,3 +122,8 @@ def store_layout(pools, block_bytes, max_entries):
         raise ValueError(f"max_entries={max_entries!r} must be an int >= 1 (and "
                          f"< 2**31); or pass None for one slot per block")
     return ranges, first, max_entries
+
+
+def _outside(idx: np.ndarray, n: int) -> bool:
+    """Whether an int64 index is outside ``0 .. n-1`` (negatives wrap to huge uint64)."""
+    return bool(np.count_nonzero(idx.view(np.uint64) >= n))

@@ -42,11 +42,13 @@ class CacheConfig:
             (default 0: such misses are read by the workers from the source).
         block_bytes: allocation unit in bytes (default 4096); a record occupies
             ``ceil(len / block_bytes)`` blocks.
-        max_entries: number of entry slots (default: one per block, which can never
-            run out). Per-slot metadata is allocated up front: 42 bytes per slot for
-            the baselines, 62 for ``importance`` (plus 4 bytes per block), so for
-            records spanning several blocks pass about ``1.2 * cache_bytes /
-            mean_record_bytes`` to stay near 64 bytes per cached entry.
+        max_entries: most entry slots in use at once (default: one per block, which
+            can never run out). Slot metadata is not allocated up front: it grows
+            with the entries in use (12 shared bytes per slot, backed only once
+            used, plus about 30 owner-side bytes for ``lru``, 26 for ``minio`` and
+            46 for ``importance``, whose heaps add 16 per H entry), and nothing is
+            kept per block; so records spanning several blocks stay under 64 bytes
+            per cached entry. Pass a smaller value only to cap the entry count.
     """
 
     cache_bytes: int = 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .allocator import chain_of
+from .layout import chain_of
 from .slots import FREE, LIVE, PENDING, RETIRED, promises
 
 __all__ = ["DeferredFree"]
@@ -46,10 +46,10 @@ class DeferredFree:
         if not current:
             st = t.state[slots]
             held = (st == PENDING) | (st == LIVE)
-            if not held.all():
+            if np.count_nonzero(held) < len(held):
                 slots = slots[held]
         now = t.last_use[slots] <= self._consumed
-        if now.all():
+        if np.count_nonzero(now) == len(now):
             self._free_many(slots)
             return
         self._free_many(slots[now])
@@ -71,7 +71,7 @@ class DeferredFree:
         if not len(ret):
             return 0
         done = self._t.last_use[ret] <= self._consumed
-        if not done.any():
+        if not np.count_nonzero(done):
             return 0
         self._retired = ret[~done]
         freed = ret[done]
@@ -94,41 +94,46 @@ class DeferredFree:
         if not len(slots):
             return
         t = self._t
-        g = t.gen[slots].astype(np.int64)
-        published = ((g & 1) == 0) & (g != 0)
+        rows = t.rows[slots]  # generation, length, head of each slot: one gather
+        g = rows[:, 0]
+        published = (g & 1) == 0
+        published &= g != 0
         # Odd generation first: readers of the old bytes see the change and miss. A
         # never-published slot skips the generation its reservation promised. (No
-        # wrap: an even generation is at most 2**31 - 2.)
+        # overflow: a published generation is even, at most 2**31 - 2.)
         odd = g + 1
-        if not published.all():
+        if np.count_nonzero(published) < len(published):
+            odd = odd.astype(np.int64)
             odd[~published] = promises(g[~published]) + 1
-            slots_pub = slots[published]
+            t.gen[slots] = odd
+            self._give_back(slots[published], rows[published])
         else:
-            slots_pub = slots
-        t.gen[slots] = odd
-        if len(slots_pub):
-            self._give_back(slots_pub)
+            t.gen[slots] = odd
+            self._give_back(slots, rows)
         t.state[slots] = FREE
         t.pool[slots] = -1
         t.give(slots)
 
-    def _give_back(self, slots: np.ndarray) -> None:
-        """Return the blocks and bytes of published ``slots`` to their pools."""
-        t, bb = self._t, self.block_bytes
-        n = t.length[slots].astype(np.int64)
-        head = t.head[slots].astype(np.int64)
-        pools = t.pool[slots]
+    def _give_back(self, slots: np.ndarray, rows: np.ndarray) -> None:
+        """Return the blocks and bytes of published ``slots`` (their table ``rows``)."""
+        if not len(slots):
+            return
+        bb = self.block_bytes
+        n = rows[:, 1].astype(np.int64)
+        head = rows[:, 2]
+        pools = self._t.pool[slots]
         p0 = int(pools[0])
-        groups = [(p0, None)] if (pools == p0).all() else [
+        groups = [(p0, None)] if np.count_nonzero(pools != p0) == 0 else [
             (p, pools == p) for p in set(pools.tolist())]
         for p, mine in groups:
             nn, hh = (n, head) if mine is None else (n[mine], head[mine])
             self._used_bytes[p] -= int(nn.sum())
-            if hh.min() >= 0 and nn.min() > 0:  # all contiguous, none empty
-                self._alloc[p].give_runs(hh, (nn + (bb - 1)) // bb)
-                continue
             chained = hh < 0
-            run = ~chained & (nn > 0)
-            self._alloc[p].give_runs(hh[run], (nn[run] + (bb - 1)) // bb)
-            for h, m in zip(hh[chained].tolist(), nn[chained].tolist()):
-                self._alloc[p].give_blocks(chain_of(self._data, bb, ~h, m))
+            run = nn > 0
+            if np.count_nonzero(chained) or np.count_nonzero(run) < len(run):
+                run &= ~chained
+                self._alloc[p].give_runs(hh[run], (nn[run] + (bb - 1)) // bb)
+                for h, m in zip(hh[chained].tolist(), nn[chained].tolist()):
+                    self._alloc[p].give_blocks(chain_of(self._data, bb, ~h, m))
+            else:  # all contiguous and not empty: the common case
+                self._alloc[p].give_runs(hh, (nn + (bb - 1)) // bb)

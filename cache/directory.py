@@ -127,11 +127,11 @@ class CacheDirectory:
         self._seq = seq
         self.store._check_owner()
         b = BatchBuilder(idx, tier, imp, seq, self._slot_of[idx].astype(np.int64))
-        if b.hit.any():
+        if np.count_nonzero(b.hit):
             hits = b.slot[b.hit]
             self.store._touch_latest(hits, seq)
             self.policy.hit(hits, imp[b.hit], idx[b.hit])
-        if not b.hit.all():
+        if np.count_nonzero(b.hit) < len(b.hit):
             if self.policy.has_l_cache:
                 serve_l(self, b)
             admit_misses(self, b)
@@ -195,7 +195,7 @@ class CacheDirectory:
         """
         store = self.store
         store._check_owner()
-        if not self._staging and not self._pending.any():
+        if not self._staging and not np.count_nonzero(self._pending):
             self._watch.clear()  # nothing pending and no staging pool: nothing to watch
         due = self._watch.due(seq)
         if len(due):
@@ -222,7 +222,7 @@ class CacheDirectory:
         idx, imp = check_updates(indices, importance, self.n_samples)
         slots = self._slot_of[idx].astype(np.int64)
         keep = (slots >= 0) & ~np.isnan(imp)
-        if keep.any():
+        if np.count_nonzero(keep):
             self.policy.update(slots[keep], imp[keep])
 
     def slot_of(self, index: int) -> int:

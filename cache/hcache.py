@@ -91,7 +91,7 @@ class HCache:
     def update_many(self, slots: np.ndarray, importance: np.ndarray) -> None:
         """:meth:`update` for arrays (slots not cached are skipped)."""
         held = self.shadow.contains(slots)
-        if not held.all():
+        if np.count_nonzero(held) < len(held):
             slots, importance = slots[held], importance[held]
         if len(slots):
             self.shadow.push_many(slots, importance)

@@ -116,11 +116,11 @@ class LazyMinHeap:
         cur[items] = ob  # fancy assignment: the last occurrence of an item wins
         final = cur[items]
         win = (final != before) & (ob == final)  # changed, and the winning occurrence
-        if not win.any():
+        if not np.count_nonzero(win):
             return
         items, ob, before = items[win], ob[win], before[win]
         if len(items) > 1:  # an item repeated with the same winning key: once
-            order = np.argsort(items, kind="stable")
+            order = items.argsort(kind="stable")
             s = items[order]
             keep = order[np.concatenate(([True], s[1:] != s[:-1]))]
             items, ob, before = items[keep], ob[keep], before[keep]
@@ -191,7 +191,7 @@ class LazyMinHeap:
 
     def items(self) -> Iterator[Tuple[int, float]]:
         """Live ``(item, key)`` pairs in item order."""
-        for item in np.flatnonzero(np.frombuffer(self._cur, np.uint32)).tolist():
+        for item in (np.frombuffer(self._cur, np.uint32)).nonzero()[0].tolist():
             yield item, from_order_bits(self._cur[item])
 
     def copy(self) -> "LazyMinHeap":
@@ -209,7 +209,7 @@ class LazyMinHeap:
         h = np.frombuffer(self._heap, np.uint64)
         cur = np.frombuffer(self._cur, np.uint32)
         live = cur[(h & np.uint64(0xFFFFFFFF)).astype(np.int64)] == (h >> np.uint64(32))
-        if live.all():
+        if np.count_nonzero(live) == len(live):
             return
         entries = h[live].tolist()
         del h, cur
@@ -219,7 +219,7 @@ class LazyMinHeap:
     def rebuild(self) -> None:
         """Drop every dead entry: the live entries, sorted, form a valid heap."""
         cur = np.frombuffer(self._cur, np.uint32)
-        items = np.flatnonzero(cur).astype(np.uint64)
+        items = cur.nonzero()[0].astype(np.uint64)
         entries = np.sort((cur[items.astype(np.int64)].astype(np.uint64) << np.uint64(32))
                           | items)
         self._heap = array("Q", entries.tobytes())

@@ -50,9 +50,11 @@ class ImportanceCache(CachePolicy):
     def route(self, tier: np.ndarray) -> np.ndarray:
         return np.where(tier == TIER_L, LOC_SOURCE, LOC_H).astype(np.int8)
 
-    def admit_order(self, importance: np.ndarray) -> Optional[np.ndarray]:
+    def admit_order(self, pool: int, importance: np.ndarray) -> Optional[np.ndarray]:
+        if pool == LOC_L or len(importance) < 2:
+            return None  # packages load in index order
         # The most important misses claim the room first (stable: ties keep plan order).
-        return np.argsort(-importance, kind="stable")
+        return (-importance).argsort(kind="stable")
 
     def admission_floor(self, pool: int) -> float:
         if pool == LOC_L:
@@ -100,13 +102,20 @@ class ImportanceCache(CachePolicy):
 
     def hit(self, slots, importance, indices) -> None:
         in_l = self.l.contains(slots)
-        if in_l.any():
+        n_l = np.count_nonzero(in_l)
+        if n_l:
+            if n_l == len(slots):  # substitutes and package entries: L only
+                self.l.use(slots)
+                self._l_seen[indices] = self.l.epoch
+                return
             self.l.use(slots[in_l])
             self._l_seen[indices[in_l]] = self.l.epoch
             slots, importance = slots[~in_l], importance[~in_l]
-        known = ~np.isnan(importance)  # NaN: importance unknown, keep the old one
-        if known.any():
-            self.h.update_many(slots[known], importance[known])
+        known = importance == importance  # NaN: importance unknown, keep the old one
+        if np.count_nonzero(known) < len(known):
+            slots, importance = slots[known], importance[known]
+        if len(slots):
+            self.h.update_many(slots, importance)
 
     def removed(self, slots) -> None:
         in_l = self.l.contains(slots)

@@ -72,10 +72,13 @@ class LCache:
         k = len(slots)
         if self._tail - self._head + k > len(self._ring) or self._tail + k >= _POS_LIMIT:
             self._compact(k)
-        n = len(self._ring)
-        positions = np.arange(self._tail, self._tail + k)
-        self._ring[positions % n] = slots
-        self._pos[slots] = positions
+        n, a = len(self._ring), self._tail % len(self._ring)
+        if a + k <= n:
+            self._ring[a:a + k] = slots
+        else:
+            self._ring[a:] = slots[:n - a]
+            self._ring[:a + k - n] = slots[n - a:]
+        self._pos[slots] = np.arange(self._tail, self._tail + k)
         self._tail += k
         self._used[slots] = np.where(used, self.epoch, -1)
         self._loaded[slots] = self.epoch
@@ -95,8 +98,11 @@ class LCache:
         fresh = slots[self._used[slots] != self.epoch]
         if len(fresh):
             self._used[fresh] = self.epoch
-            # A slot repeated in ``fresh`` counts once.
-            self.unused -= len(np.unique(fresh)) if len(fresh) > 1 else 1
+            if len(fresh) > 1:  # a slot repeated in ``fresh`` counts once
+                fresh = np.sort(fresh)
+                self.unused -= 1 + int(np.count_nonzero(fresh[1:] != fresh[:-1]))
+            else:
+                self.unused -= 1
 
     def _window(self, start: int, width: int):
         """Ring positions ``start ..`` (at most ``width``), their slots, and liveness."""
@@ -109,12 +115,13 @@ class LCache:
 
     def take_substitutes(self, n: int) -> np.ndarray:
         """Up to ``n`` entries not yet used this epoch, in ring order, marked used."""
-        out, got = [], 0
+        out, got, width = [], 0, 2 * n + 64
         c = max(self._cursor, self._head)
         while got < n and self.unused > got and c < self._tail:
-            p, s, ok = self._window(c, 2 * (n - got) + 64)
+            p, s, ok = self._window(c, width)
+            width *= 4  # few windows even when the cursor must skip many used entries
             ok &= self._used[s] != self.epoch  # (holes read the last slot: masked)
-            idx = np.flatnonzero(ok)
+            idx = ok.nonzero()[0]
             if len(idx) > n - got:
                 idx = idx[:n - got]
                 c = int(p[idx[-1]]) + 1
@@ -135,10 +142,11 @@ class LCache:
         out, got = [], 0
         while got < n and self._head < self._tail:
             p, s, live = self._window(self._head, 2 * (n - got) + 64)
-            at = np.flatnonzero(live)
+            at = live.nonzero()[0]
             sl = s[at]
             may = (self._used[sl] == self.epoch) | (self._loaded[sl] != self.epoch)
-            k = min(int(np.argmin(may)) if not may.all() else len(may), n - got)
+            stop = int(may.argmin()) if np.count_nonzero(may) < len(may) else len(may)
+            k = min(stop, n - got)
             if k:
                 out.append(sl[:k].astype(np.int64))
                 got += k

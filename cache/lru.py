@@ -76,7 +76,7 @@ class LRUCache(CachePolicy):
                 break
             stop = min(len(self._queue), self._head + 2 * (n - got) + 32)
             cand = self._queue[self._head:stop]
-            ok = np.flatnonzero(stamp[cand] == self._queued[self._head:stop])
+            ok = (stamp[cand] == self._queued[self._head:stop]).nonzero()[0]
             if len(ok) > n - got:
                 ok = ok[:n - got]
                 stop = self._head + int(ok[-1]) + 1
@@ -88,12 +88,12 @@ class LRUCache(CachePolicy):
         return np.concatenate(out) if out else _NONE
 
     def _refill(self, n: int) -> bool:
-        live = np.flatnonzero(self._stamp >= 0)
+        live = (self._stamp >= 0).nonzero()[0]
         if not len(live):
             return False
         k = max(n, len(live) // 8, 64)
         if len(live) > k:
             live = live[np.argpartition(self._stamp[live], k - 1)[:k]]
-        queue = live[np.argsort(self._stamp[live], kind="stable")]
+        queue = live[self._stamp[live].argsort(kind="stable")]
         self._queue, self._queued, self._head = queue, self._stamp[queue], 0
         return True

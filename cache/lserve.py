@@ -11,9 +11,9 @@ it, and otherwise falls through to admission/staging like any other miss.
 It runs in *phases*, not per sample: one numpy call hands out substitutes to every
 miss up to the one that brings the count below ``package_size`` (or finds none left),
 then that miss's package is loaded. So a batch costs about one phase per package
-loaded. Once a package load is cut
-short for lack of room, no further loads are tried in this batch (nothing frees room
-before the next ``release``).
+loaded. Once a package load is cut short for lack of room, no further loads are tried
+in this batch (nothing frees room before the next ``release``): the remaining misses
+take what substitutes are left in one call.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ _NONE = np.empty(0, np.int64)
 def serve_l(d: "CacheDirectory", b: "BatchBuilder") -> None:
     """Answer the batch's L-tier misses with substitutes and package loads."""
     pol = d.policy
-    pos = np.flatnonzero(~b.hit & (b.tier == TIER_L))
+    pos = (~b.hit & (b.tier == TIER_L)).nonzero()[0]
     if not len(pos):
         return
     subst = bool(pol.substitutable(b.tier[pos[:1]])[0])
@@ -47,12 +47,17 @@ def serve_l(d: "CacheDirectory", b: "BatchBuilder") -> None:
             loaded = False
             rest = pos[i:]
             got = d._slot_of[b.idx[rest]].astype(np.int64)
-            if (got >= 0).any():
+            if np.count_nonzero(got >= 0):
                 _serve(d, b, rest[got >= 0], got[got >= 0], substitute=False)
                 pos = np.concatenate([pos[:i], rest[got < 0]])
                 continue
         m = len(pos) - i
         u = pol.substitutes_left() if subst else 0
+        if not room:  # no package can load before release(): substitutes are all
+            if u:
+                s = pol.take_substitutes(m)
+                _serve(d, b, pos[i:i + len(s)], s, substitute=True)
+            return
         # Misses i .. i+t-1 take substitutes and leave at least refill_below() behind;
         # miss i+t takes one too (if any is left) and is due to load a package.
         t = max(0, u - pol.refill_below()) if subst else 0
@@ -64,11 +69,10 @@ def serve_l(d: "CacheDirectory", b: "BatchBuilder") -> None:
         if len(s):
             _serve(d, b, pos[i:i + len(s)], s, substitute=True)
         p = int(pos[i + t])
-        if room:
-            run = pol.package(int(b.idx[p]), TIER_L)
-            if run is not None:
-                room = _load_package(d, b, p, run)
-                loaded = True
+        run = pol.package(int(b.idx[p]), TIER_L)
+        if run is not None:
+            room = _load_package(d, b, p, run)
+            loaded = True
         if len(s) <= t:  # miss p got no substitute: its own package may hold it
             own = int(d._slot_of[b.idx[p]])
             if own >= 0:
@@ -99,7 +103,7 @@ def _load_package(d: "CacheDirectory", b: "BatchBuilder", p: int, run) -> bool:
     if not len(cand):
         return True
     ok = admit(d, LOC_L, cand, np.full(len(cand), -np.inf), b.seq)
-    if ok.any():
+    if np.count_nonzero(ok):
         got = cand[ok]
         b.add_reads(np.array([p]), got[:1], got[-1:] + 1, LOC_L)
-    return bool(ok.all())
+    return np.count_nonzero(ok) == len(ok)

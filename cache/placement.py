@@ -44,7 +44,7 @@ def fill(d: "CacheDirectory", indices, records) -> int:
     idx = fill_indices(indices, len(records), d.n_samples)
     store, t = d.store, d.store._t
     slots = d._slot_of[idx].astype(np.int64)
-    at = np.flatnonzero(slots >= 0)
+    at = (slots >= 0).nonzero()[0]
     at = at[t.state[slots[at]] == PENDING]
     if not len(at):
         return 0
@@ -58,12 +58,12 @@ def fill(d: "CacheDirectory", indices, records) -> int:
     placed = 0
     if len(recs) >= _BULK and 0 < sizes.min() and sizes.max() <= store.block_bytes:
         p0 = int(pools[0])
-        groups = [p0] if (pools == p0).all() else sorted(set(pools.tolist()))
+        groups = [p0] if np.count_nonzero(pools != p0) == 0 else sorted(set(pools.tolist()))
         for p in groups:
             if len(groups) == 1:
                 s, r, z = slots, recs, sizes
             else:
-                keep = np.flatnonzero(pools == p)
+                keep = (pools == p).nonzero()[0]
                 s, r, z = slots[keep], [recs[i] for i in keep.tolist()], sizes[keep]
             if store._put_singles(s, p, r, z):
                 placed += _account(d, s, z)

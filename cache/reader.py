@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from .allocator import chain_of, contiguous_blocks
+from .layout import chain_of, contiguous_blocks
 from .region import SharedRegion
 
 __all__ = ["StoreReader", "SLOT_BYTES"]

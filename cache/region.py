@@ -56,11 +56,15 @@ class SharedRegion:
         return "data" not in self.__dict__
 
     def close(self) -> None:
-        """Unmap (every exported view must be released first) and close descriptors."""
+        """Unmap and close the descriptors (a mapping with views still held elsewhere
+        is unmapped when the last view goes)."""
         for name in ("data", "meta"):
             mm = self.__dict__.pop(name, None)
             if mm is not None:
-                mm.close()
+                try:
+                    mm.close()
+                except BufferError:  # a view is still held: unmapped when it goes
+                    pass
         for fd in self.__dict__.pop("fds", ()):
             os.close(fd)
 

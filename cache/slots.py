@@ -67,6 +67,7 @@ class SlotTable:
 
     def __init__(self, shared: np.ndarray, max_entries: int) -> None:
         self.max_entries = max_entries
+        self.rows = shared
         self.gen, self.length, self.head = shared[:, 0], shared[:, 1], shared[:, 2]
         cap = min(max_entries, INITIAL_SLOTS)
         self.state = np.zeros(cap, np.int8)          # FREE / PENDING / LIVE / RETIRED
@@ -89,7 +90,7 @@ class SlotTable:
         """Generation each slot's bytes carry once (or since) published (int64)."""
         g = self.gen[slots].astype(np.int64)
         unpublished = (g & 1).astype(bool) | (g == 0)
-        if unpublished.any():
+        if np.count_nonzero(unpublished):
             g[unpublished] = promises(g[unpublished])
         return g
 

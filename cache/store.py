@@ -9,10 +9,10 @@ Memory:
 
 Allocator:
     Each pool (H, L, staging or the single pool of a baseline) owns a disjoint range of
-    fixed-size blocks (``block_bytes``). Its free blocks are a list of runs threaded
-    through the free space itself (``allocator.py``): no per-block metadata. A record
-    takes adjacent blocks when a run fits and is chained through any free blocks when
-    free space is fragmented. Accounting is exact in blocks and bytes per pool; a pool
+    fixed-size blocks (``block_bytes``). Its free blocks are a stack of free runs in
+    numpy arrays (``allocator.py``): no per-block metadata. A record takes adjacent
+    blocks when a run fits and is chained through any free blocks when free space is
+    fragmented (``layout.py``). Accounting is exact in blocks and bytes per pool; a pool
     never hands out more blocks than it has.
 
 Entries and generations (seqlock, see ``reader.py``):
@@ -37,7 +37,8 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from .allocator import RunAllocator, chained_blocks, write_chained
+from .allocator import RunAllocator
+from .layout import chained_blocks, write_chained
 from .checks import store_layout
 from .deferred import DeferredFree
 from .reader import SLOT_BYTES, StoreReader
@@ -85,7 +86,7 @@ class SharedStore(DeferredFree, StoreReader):
         self._region = SharedRegion(self.region_bytes, SLOT_BYTES * max_entries)
         self._map()
         self._owner_pid = _pid()
-        self._alloc = {p: RunAllocator(self._data, block_bytes, a, n)
+        self._alloc = {p: RunAllocator(a, n)
                        for p, (a, n) in ranges.items()}
         shared = np.frombuffer(self._region.meta, np.int32, 3 * max_entries)
         self._t = SlotTable(shared.reshape(max_entries, 3), max_entries)

@@ -38,9 +38,9 @@ class PendingWatch:
         """Watch each ``slots[i]`` until batch ``keys[i]`` is consumed."""
         if not len(slots):
             return
-        order = np.argsort(keys, kind="stable")
+        order = keys.argsort(kind="stable")
         slots, keys = slots[order], keys[order]
-        cut = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+        cut = (keys[1:] != keys[:-1]).nonzero()[0] + 1
         for part, key in zip(np.split(slots, cut), keys[np.r_[0, cut]].tolist()):
             self.add(part, key)
 

@@ -1,4 +1,8 @@
-"""SharedStore: round trips, generations, deferred free, allocator properties, errors."""
+"""SharedStore: round trips, layouts, generations, deferred free, lifetime, errors.
+
+The property-based state machines (store and allocator) are in
+``test_cache_store_machines.py``.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,8 @@ import pickle
 
 import numpy as np
 import pytest
-from hypothesis import settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-
 from impact_loader.cache.reader import StoreReader
-from impact_loader.cache.store import LIVE, PENDING, RETIRED, SharedStore
+from impact_loader.cache.store import PENDING, RETIRED, SharedStore
 
 H, L = 1, 2
 
@@ -224,98 +224,3 @@ def test_read_rejects_bad_slot_and_generation():
         assert s.read(10 ** 6, 2) is None
         assert s.read(a, s.generation(a) + 2) is None
         assert s.read(a, s.generation(a) - 1) is None
-
-
-class StoreMachine(RuleBasedStateMachine):
-    """Random reserve/write/touch/retire/release against a dict model."""
-
-    def __init__(self):
-        super().__init__()
-        self.s = _store(pools=[(H, 64 * 12), (L, 64 * 5 + 30)], max_entries=20)
-        self.model = {}     # slot -> (generation, bytes) for live/retired entries
-        self.pending = set()
-        self.seq = 0
-
-    def teardown(self):
-        self.s.close()
-
-    @rule(pool=st.sampled_from([H, L]))
-    def reserve(self, pool):
-        slot = self.s.reserve(pool)
-        if slot >= 0:
-            assert slot not in self.model and slot not in self.pending
-            self.pending.add(slot)
-
-    @precondition(lambda self: self.pending)
-    @rule(data=st.data(), n=st.integers(0, 300))
-    def write(self, data, n):
-        slot = data.draw(st.sampled_from(sorted(self.pending)))
-        payload = bytes([slot % 251]) * n
-        limit = self.s.pool_blocks(self.s.pool_of(slot)) * 64
-        if n > limit:
-            with pytest.raises(ValueError):
-                self.s.write(slot, payload)
-            return
-        if self.s.write(slot, payload):
-            self.pending.discard(slot)
-            self.model[slot] = (self.s.generation(slot), payload)
-
-    @precondition(lambda self: self.model or self.pending)
-    @rule(data=st.data(), ahead=st.integers(0, 3))
-    def touch_and_retire(self, data, ahead):
-        slot = data.draw(st.sampled_from(sorted(set(self.model) | self.pending)))
-        self.s.touch(slot, self.seq + ahead)
-        self.s.retire(slot)
-        self.pending.discard(slot)
-        if self.s.state(slot) != RETIRED:
-            self.model.pop(slot, None)
-
-    @rule()
-    def release(self):
-        self.s.release(self.seq)
-        self.seq += 1
-        for slot in list(self.model):
-            if self.s.state(slot) not in (LIVE, RETIRED):
-                del self.model[slot]
-
-    @precondition(lambda self: self.pending)
-    @rule(data=st.data(), n=st.integers(1, 64))
-    def write_singles(self, data, n):  # the bulk path for records of one block
-        pool = data.draw(st.sampled_from([H, L]))
-        mine = sorted(s for s in self.pending if self.s.pool_of(s) == pool)
-        if not mine:
-            return
-        recs = [bytes([s % 251]) * n for s in mine]
-        sizes = np.full(len(mine), n, np.int64)
-        if self.s._put_singles(np.array(mine, np.int64), pool, recs, sizes):
-            self.s._published(np.array(mine, np.int64), np.full(len(mine), pool), sizes)
-            for s, r in zip(mine, recs):
-                self.pending.discard(s)
-                self.model[s] = (self.s.generation(s), r)
-
-    @invariant()
-    def reads_match_and_blocks_disjoint(self):
-        seen = set()
-        for slot, (g, payload) in self.model.items():
-            assert self.s.read(slot, g) == payload
-            blocks = self.s.entry_blocks(slot)
-            assert not seen & set(blocks), "two entries share a block"
-            seen |= set(blocks)
-            assert all(self.s._alloc[self.s.pool_of(slot)].owns(b) for b in blocks)
-        for pool in (H, L):
-            runs = list(self.s._alloc[pool].runs())
-            free = {b for first, n in runs for b in range(first, first + n)}
-            assert len(free) == sum(n for _, n in runs) == self.s.free_blocks(pool)
-            assert not free & seen, "a free run overlaps a live entry"
-            assert all(self.s._alloc[pool].owns(b) for b in free)
-            used = sum(len(self.s.entry_blocks(sl)) for sl in self.model
-                       if self.s.pool_of(sl) == pool)
-            assert used + self.s.free_blocks(pool) == self.s.pool_blocks(pool)
-            assert self.s.used_bytes(pool) == sum(
-                len(p) for sl, (_, p) in self.model.items() if self.s.pool_of(sl) == pool)
-            assert self.s.used_bytes(pool) <= self.s.pool_blocks(pool) * 64
-
-
-TestStoreMachine = StoreMachine.TestCase
-TestStoreMachine.settings = settings(max_examples=60, stateful_step_count=40,
-                                     deadline=None)
