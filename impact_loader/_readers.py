@@ -4,9 +4,11 @@ One FIFO queue of work units — ``(start, stop, job)`` runs in the order the pl
 them — shared by ``threads`` reader threads. A thread takes either one multi-sample run
 (an L-package, read alone with one sequential ``read_many``) or up to ``chunk``
 consecutive single misses, fewer when the queue is short so that every thread gets
-work; it reads them sorted into storage order with one call, hands the bytes to
-``on_read`` itself, and completes the jobs whose last run it delivered. Python overhead
-(wake-ups, hand-offs, bookkeeping) is thus paid per call, not per sample.
+work; it reads them sorted into storage order with one call and keeps the bytes with
+their job. The thread that delivers a job's last run hands all of the job's bytes to
+``on_read`` at once (one store call per batch rather than per read: storing has a
+per-call cost) and completes the job. Python overhead (wake-ups, hand-offs,
+bookkeeping) is thus paid per call or per batch, not per sample.
 
 Order window: a thread does not start a unit more than ``window`` units past the oldest
 unit still being read, so reads stay near plan order even over a source that queues its
@@ -130,24 +132,40 @@ class ReaderCore:
         t1 = time.thread_time()
         if error is None and self.closed:
             error = RuntimeError("the prefetcher was closed before this read was stored")
-        if error is None:
-            try:
-                self.on_read(indices, raws)
-            except BaseException as exc:  # a failing store write is a job failure
-                error = exc
-        finished = []
+        failed, complete = [], []
         with self.lock:
+            if error is None:  # keep the bytes with their job until it is complete
+                if len(group) == 1:
+                    job = group[0][2]
+                    job.got_indices.extend(indices)
+                    job.got_raws.extend(raws)
+                else:
+                    by_index = dict(zip(indices, raws))
+                    for start, _, job in group:
+                        job.got_indices.append(start)
+                        job.got_raws.append(by_index[start])
             for _, _, job in group:
                 if error is not None and job.error is None:
                     job.error, job.failed = error, indices[:8]
                     self.failed += 1
-                    finished.append(job)
+                    failed.append(job)
                 job.remaining -= 1
                 if job.remaining == 0 and job.error is None:
+                    complete.append(job)
+        for job in complete:  # one store call per job: all of a batch's bytes at once
+            try:
+                self.on_read(job.got_indices, job.got_raws)
+            except BaseException as exc:  # a failing store write is a job failure
+                with self.lock:
+                    job.error, job.failed = exc, job.got_indices[:8]
+                    self.failed += 1
+            else:
+                with self.lock:
                     self.jobs_done += 1
-                    finished.append(job)
+            job.got_indices, job.got_raws = [], []
+        with self.lock:
             self.cpu_seconds += cpu + time.thread_time() - t1
-        for job in finished:
+        for job in failed + complete:
             job.done.set()
             if self.on_done is not None:
                 self.on_done(job)

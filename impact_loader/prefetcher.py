@@ -12,9 +12,9 @@ take work from one FIFO queue:
   ``read_many`` call. Python overhead (thread hand-offs, wake-ups, bookkeeping) is then
   paid per call, not per sample, while ``threads`` calls stay in flight.
 
-The thread that read the bytes hands them to ``on_read(indices, raws)`` itself (the
-owner serialises its store writes with its own lock), then marks the runs delivered; a
-job is done when all its runs are.
+Reader threads keep the bytes with their job; the thread that delivers a job's last
+run hands all of them to ``on_read(indices, raws)`` at once (one store call per batch;
+the owner serialises its store writes with its own lock) and marks the job done.
 
 Failures: an ``OSError`` from the source is retried ``retries`` times with exponential
 backoff; a read that still fails (or fails with another exception) records the
@@ -64,7 +64,7 @@ class ReadJob:
     """
 
     __slots__ = ("start", "stop", "tag", "done", "error", "failed", "remaining",
-                 "submitted")
+                 "submitted", "got_indices", "got_raws")
 
     def __init__(self, start: Sequence[int], stop: Optional[Sequence[int]] = None,
                  tag: Any = None) -> None:
@@ -80,6 +80,8 @@ class ReadJob:
         self.failed: List[int] = []
         self.remaining = len(self.start)
         self.submitted = 0.0
+        self.got_indices: List[int] = []  # bytes read so far, handed over when complete
+        self.got_raws: List[Any] = []
         if not self.remaining:
             self.done.set()
 
@@ -103,10 +105,10 @@ class Prefetcher:
     Args:
         source: any Source (only ``read_many`` is used; it is called from several
             threads at once).
-        on_read: called as ``on_read(indices, raws)`` on a reader thread for each
-            successful ``read_many`` call (``indices`` a list of ints, ``raws`` their
-            bytes in the same order); calls may run concurrently, so it must be
-            thread-safe.
+        on_read: called as ``on_read(indices, raws)`` once per job whose reads all
+            succeeded, on the reader thread that finished it, before the job is marked
+            done (``indices`` a list of ints in read order, ``raws`` their bytes in the
+            same order); calls may run concurrently, so it must be thread-safe.
         threads: ``read_many`` calls in flight at once (>= 1).
         chunk: most single-sample reads combined into one ``read_many`` call (>= 1;
             1 reads every miss with its own call).

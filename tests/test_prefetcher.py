@@ -16,6 +16,19 @@ def _threads():
     return {t.name for t in threading.enumerate() if t.name.startswith("impact-")}
 
 
+class _Logged(PlainSource):
+    """A source that keeps the indices of every read_many call."""
+
+    def __init__(self, samples):
+        super().__init__(samples)
+        self.calls, self.lock = [], threading.Lock()
+
+    def read_many(self, indices):
+        with self.lock:
+            self.calls.append([int(i) for i in indices])
+        return super().read_many(indices)
+
+
 class _Recorder:
     """on_read that keeps every call's indices and the bytes per index."""
 
@@ -42,32 +55,35 @@ def test_packages_are_read_with_one_call_each():
 
 
 def test_single_misses_are_combined_into_sorted_calls_of_at_most_chunk():
-    src = PlainSource(make_samples(100))
+    src = _Logged(make_samples(100))
     rec = _Recorder()
     idx = np.random.default_rng(0).permutation(100)[:40]
     with Prefetcher(src, rec, threads=1, chunk=8) as p:
         job = p.submit(ReadJob(idx, tag="batch"))
         p.wait([job], timeout=30)
-    assert sorted(i for c in rec.calls for i in c) == sorted(idx.tolist())
-    assert all(c == sorted(c) and 1 <= len(c) <= 8 for c in rec.calls)
-    assert len(rec.calls) == 5  # one thread, a long queue: full chunks
+    assert sorted(i for c in src.calls for i in c) == sorted(idx.tolist())
+    assert all(c == sorted(c) and 1 <= len(c) <= 8 for c in src.calls)
+    assert len(src.calls) == 5  # one thread, a long queue: full chunks
+    # The job's bytes are stored with one on_read call once all of them arrived.
+    assert len(rec.calls) == 1 and sorted(rec.calls[0]) == sorted(idx.tolist())
     assert {i: src.decode(r)["index"] for i, r in rec.raw.items()} == {i: i for i in idx}
 
 
 def test_a_short_queue_is_spread_over_the_threads():
     gate = threading.Event()
 
-    class Gated(PlainSource):
+    class Gated(_Logged):
         def read_many(self, idx):
             gate.wait(10)
             return super().read_many(idx)
 
     rec = _Recorder()
-    with Prefetcher(Gated(make_samples(16)), rec, threads=4, chunk=8) as p:
+    src = Gated(make_samples(16))
+    with Prefetcher(src, rec, threads=4, chunk=8) as p:
         job = p.submit(ReadJob(np.arange(0, 16, 2)))  # 8 singles, 4 threads: 2 per call
         gate.set()
         p.wait([job], timeout=30)
-    assert sorted(len(c) for c in rec.calls)[-1] <= 2 and len(rec.raw) == 8
+    assert max(len(c) for c in src.calls) <= 2 and len(rec.raw) == 8
 
 
 def test_jobs_complete_only_when_all_their_runs_landed():
