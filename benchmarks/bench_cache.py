@@ -169,8 +169,8 @@ def bench_memory(args):
                                            d._index_of))
             del t  # its views of the shared mapping would outlive close()
             pol_slot, pol_sample, heap = _policy_bytes(d.policy, args.samples)
-            per_block = 0  # no per-block metadata: free runs live in the free blocks
-            total = shared_rss + owner + pol_slot + heap + per_block * st.n_blocks
+            alloc = sum(a.nbytes for a in st._alloc.values())  # free-run stacks
+            total = shared_rss + owner + pol_slot + heap + alloc
             sample_bytes = d._slot_of.nbytes + pol_sample
             used = sum(st.used_bytes(p) for p in d._pools)
             print(f"[memory] policy={pol} cache_bytes={cache} record={rec} B "
@@ -182,7 +182,7 @@ def bench_memory(args):
             print(f"  metadata: shared slot table {shared_rss} B resident ("
                   f"{shared_virtual} B reserved, sparse), owner slot arrays {owner} B "
                   f"({st.capacity} slots), policy arrays {pol_slot} B, heap entries "
-                  f"{heap} B, per block {per_block} B")
+                  f"{heap} B, allocator free runs {alloc} B, per block 0 B")
             print(f"  => {total / entries:.1f} B per cached entry; plus per dataset "
                   f"sample {sample_bytes / args.samples:.1f} B")
             d.close()

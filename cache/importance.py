@@ -13,6 +13,11 @@
   ``substitution`` is on. When fewer than ``package_size`` substitutes are left (or on
   every miss with substitution off) the package holding the missed index,
   ``[index - index % package_size, ... + package_size)``, is loaded into the L pool.
+
+The directory works a batch at a time: within a batch, H misses claim room in
+descending importance (:meth:`admit_order`), and a full H pool drops every miss not
+above its minimum in one comparison (:meth:`admission_floor`) before the heap is
+popped for the rest (:meth:`victims`).
 """
 
 from __future__ import annotations

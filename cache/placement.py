@@ -94,16 +94,19 @@ def _account(d: "CacheDirectory", slots, sizes) -> int:
 def _one_by_one(d: "CacheDirectory", slots, recs: list, sizes) -> int:
     store = d.store
     done, done_sizes, placed = [], [], 0
-    for slot, pool, rec, n in zip(slots.tolist(), store._t.pool[slots].tolist(), recs,
-                                  sizes.tolist()):
-        if not store._put(slot, pool, rec):
-            placed += _account(d, done, done_sizes)  # eviction reads the owner state
-            done, done_sizes = [], []
-            if not _make_room(d, slot, pool, rec):
-                continue
-        done.append(slot)
-        done_sizes.append(n)
-    return placed + _account(d, done, done_sizes)
+    try:
+        for slot, pool, rec, n in zip(slots.tolist(), store._t.pool[slots].tolist(),
+                                      recs, sizes.tolist()):
+            if not store._put(slot, pool, rec):
+                placed += _account(d, done, done_sizes)  # eviction reads owner state
+                done, done_sizes = [], []
+                if not _make_room(d, slot, pool, rec):
+                    continue
+            done.append(slot)
+            done_sizes.append(n)
+    finally:  # a record too large for its pool raises: what was placed still counts
+        placed += _account(d, done, done_sizes)
+    return placed
 
 
 def _make_room(d: "CacheDirectory", slot: int, pool: int, rec) -> bool:

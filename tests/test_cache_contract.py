@@ -196,3 +196,19 @@ def test_multi_block_records_use_slots_per_entry_not_per_block(policy):
         assert d.store.capacity < 2 * entries < d.store.max_entries
         assert len(d._index_of) == d.store.capacity
     d.close()
+
+
+def test_oversized_record_does_not_lose_the_records_placed_before_it(policy):
+    d = make(policy, cache_records=8)
+    a = d.annotate([1, 2], [TIER_H] * 2, [1.0, 1.0], seq=0)
+    if policy == "none" or len(a.reads) < 2:
+        d.close()
+        return
+    with pytest.raises(ValueError, match="larger than pool"):
+        d.fill([1, 2], [record(1), b"x" * 100_000])
+    slot = d.slot_of(1)
+    assert d.store.state(slot) == 2  # LIVE: its bytes were published and counted
+    assert d.store.read(slot, d.store.generation(slot)) == record(1)
+    assert d.fill([1], [record(1)]) == 0  # not written twice
+    assert d.store.used_bytes(LOC_H) == len(record(1))
+    d.close()
