@@ -64,15 +64,14 @@ def admit(d: "CacheDirectory", pool: int, cand: np.ndarray, importance: np.ndarr
             ok[at] = admit(d, pool, cand[at], importance[at], seq) if len(at) else False
             return ok
     order = d.policy.admit_order(pool, importance) if pool != LOC_STAGING else None
-    ranked = np.arange(n) if order is None else order
+    if order is not None:
+        cand, importance = cand[order], importance[order]
     while done < n:
         units = _room(d, pool, est)
         free = store.free_slot_count()
         room = min(units, free, n - done)
         if room > 0:
-            sel = ranked[done:done + room]
-            _reserve(d, pool, cand[sel], importance[sel], seq)
-            ok[sel] = True
+            _reserve(d, pool, cand[done:done + room], importance[done:done + room], seq)
             done += room
             continue
         if pool == LOC_STAGING:
@@ -83,10 +82,14 @@ def admit(d: "CacheDirectory", pool: int, cand: np.ndarray, importance: np.ndarr
             want = 1
         else:
             want = n - done  # each victim frees about one estimated record
-        victims = d.policy.victims(pool, importance[ranked[done:done + want]], want)
+        victims = d.policy.victims(pool, importance[done:done + want], want)
         if not len(victims):
             break
         evict(d, victims, forgotten=True)
+    if order is None:
+        ok[:done] = True
+    else:
+        ok[order[:done]] = True
     return ok
 
 
@@ -98,10 +101,9 @@ def _room(d: "CacheDirectory", pool: int, est: int) -> int:
 def _reserve(d: "CacheDirectory", pool: int, cand: np.ndarray, importance: np.ndarray,
              seq: int) -> None:
     store = d.store
-    slots = store.reserve_many(pool, len(cand))
+    slots = store.reserve_many(pool, len(cand), seq)
     if store.capacity > len(d._index_of):
         d._sync_capacity()
-    store._touch_latest(slots, seq)
     d._slot_of[cand] = slots
     d._index_of[slots] = cand
     d._pending[pool] += len(slots)
@@ -151,13 +153,21 @@ def admit_misses(d: "CacheDirectory", b: "BatchBuilder") -> None:
 
 def _admit_positions(d: "CacheDirectory", b: "BatchBuilder", pos: np.ndarray,
                      pool: int) -> int:
-    j = b.idx[pos]
-    first = pos[first_occurrences(j)]
+    all_pos = pos
+    j = all_j = b.idx[pos]
+    free = d._slot_of[j] < 0  # a sample given a slot earlier in the batch is served
+    if np.count_nonzero(free) < len(free):
+        pos, j = pos[free], j[free]
+    # Distinct samples, first occurrence first: each position writes its code into
+    # the (free) map entry of its sample in reverse order, so the first one stays.
+    so, code = d._slot_of, -2 - np.arange(len(j), dtype=np.int32)
+    so[j[::-1]] = code[::-1]
+    first_at = so[j] == code
+    so[j] = -1
+    first = pos[first_at] if np.count_nonzero(first_at) < len(j) else pos
     uj = b.idx[first]
-    free = d._slot_of[uj] < 0
-    first, uj = first[free], uj[free]
     ok = admit(d, pool, uj, b.imp[first], b.seq)
     if pool != LOC_L and np.count_nonzero(ok):
         b.add_reads(first[ok], uj[ok], uj[ok] + 1, pool)
-    b.slot[pos] = d._slot_of[j]
+    b.slot[all_pos] = d._slot_of[all_j]
     return int(np.count_nonzero(ok))

@@ -113,7 +113,9 @@ class BatchBuilder:
 
     def add_reads(self, pos, start, stop, location: int) -> None:
         """Storage reads ``[start[i], stop[i])`` first needed at plan position ``pos[i]``."""
-        self._runs.append((pos, start, stop, np.full(len(pos), location, np.int8)))
+        loc = np.empty(len(pos), np.int8)
+        loc.fill(location)
+        self._runs.append((pos, start, stop, loc))
 
     def reads(self) -> Reads:
         """The reads, in plan order of first need."""
@@ -126,8 +128,10 @@ class BatchBuilder:
     def annotation(self, store) -> Annotation:
         """The finished :class:`Annotation` (generations and pools from ``store``)."""
         n, slot = len(self.idx), self.slot
-        gen = np.full(n, -1, np.int64)
-        loc = np.full(n, LOC_SOURCE, np.int8)
+        gen = np.empty(n, np.int64)
+        gen.fill(-1)
+        loc = np.empty(n, np.int8)
+        loc.fill(LOC_SOURCE)
         has = slot >= 0
         if np.count_nonzero(has):
             s = slot[has]

@@ -102,7 +102,9 @@ def _load_package(d: "CacheDirectory", b: "BatchBuilder", p: int, run) -> bool:
     cand = r[d._slot_of[r] < 0]
     if not len(cand):
         return True
-    ok = admit(d, LOC_L, cand, np.full(len(cand), -np.inf), b.seq)
+    low = np.empty(len(cand))
+    low.fill(-np.inf)  # L entries have no importance order
+    ok = admit(d, LOC_L, cand, low, b.seq)
     if np.count_nonzero(ok):
         got = cand[ok]
         b.add_reads(np.array([p]), got[:1], got[-1:] + 1, LOC_L)

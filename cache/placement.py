@@ -48,7 +48,7 @@ def fill(d: "CacheDirectory", indices, records) -> int:
     at = at[t.state[slots[at]] == PENDING]
     if not len(at):
         return 0
-    if len(at) > 1:
+    if len(at) > 1 and not (isinstance(indices, range) and indices.step > 0):
         at = at[first_occurrences(slots[at])]  # an index given twice is stored once
     slots = slots[at]
     store._check_owner()

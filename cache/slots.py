@@ -94,8 +94,9 @@ class SlotTable:
             g[unpublished] = promises(g[unpublished])
         return g
 
-    def take(self, k: int, pool: int) -> np.ndarray:
-        """Reserve ``k`` (<= :meth:`free_count`) slots in ``pool``; returns int64 ids."""
+    def take(self, k: int, pool: int, seq: int = -1) -> np.ndarray:
+        """Reserve ``k`` (<= :meth:`free_count`) slots in ``pool``, last used by batch
+        ``seq``; returns int64 ids."""
         k1 = min(k, self._n_free)
         reused = self._free[self._n_free - k1:self._n_free][::-1].astype(np.int64)
         self._n_free -= k1
@@ -107,7 +108,7 @@ class SlotTable:
             reused if k1 else fresh)
         self.state[slots] = PENDING
         self.pool[slots] = pool
-        self.last_use[slots] = -1
+        self.last_use[slots] = seq
         return slots
 
     def give(self, slots: np.ndarray) -> None:

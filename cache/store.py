@@ -174,13 +174,14 @@ class SharedStore(DeferredFree, StoreReader):
         s = self.reserve_many(pool, 1)
         return int(s[0]) if len(s) else -1
 
-    def reserve_many(self, pool: int, k: int) -> np.ndarray:
-        """Reserve up to ``k`` slots in ``pool`` (fewer if slots run out); int64 ids."""
+    def reserve_many(self, pool: int, k: int, seq: int = -1) -> np.ndarray:
+        """Reserve up to ``k`` slots in ``pool`` (fewer if slots run out), touched by
+        batch ``seq`` (-1: none yet); int64 ids."""
         self._check_owner()
         if pool not in self._alloc:
             raise ValueError(f"pool={pool} is not a pool of this store; pools are "
                              f"{sorted(self._alloc)}")
-        return self._t.take(min(k, self._t.free_count()), pool)
+        return self._t.take(min(k, self._t.free_count()), pool, seq)
 
     def write(self, slot: int, data) -> bool:
         """Store ``data`` in pending ``slot`` and publish it.
