@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import pickle
 
-import numpy as np
 import pytest
 from impact_loader.cache.reader import StoreReader
 from impact_loader.cache.store import PENDING, RETIRED, SharedStore
