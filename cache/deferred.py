@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .layout import chain_of
-from .slots import FREE, LIVE, PENDING, RETIRED, promises
+from .slots import FREE, GEN_LIMIT, LIVE, PENDING, RETIRED
 
 __all__ = ["DeferredFree"]
 
@@ -88,7 +88,7 @@ class DeferredFree:
         contiguous = -(-n // bb)
         chained = np.where(n > bb, 1 + -(-(n - bb) // (bb - 4)), 1)
         blocks = np.where(t.head[slots] >= 0, contiguous, chained)
-        return np.where((g & 1 == 0) & (g != 0), blocks, 0)
+        return np.where(((g & 1) == 0) & (g != 0), blocks, 0)
 
     def _free_many(self, slots: np.ndarray) -> None:
         if not len(slots):
@@ -96,23 +96,21 @@ class DeferredFree:
         t = self._t
         rows = t.rows[slots]  # generation, length, head of each slot: one gather
         g = rows[:, 0]
-        published = (g & 1) == 0
-        published &= g != 0
+        unpublished = (g & 1) | (g == 0)  # 1 where odd or never used
         # Odd generation first: readers of the old bytes see the change and miss. A
-        # never-published slot skips the generation its reservation promised. (No
-        # overflow: a published generation is even, at most 2**31 - 2.)
-        odd = g + 1
-        if np.count_nonzero(published) < len(published):
-            odd = odd.astype(np.int64)
-            odd[~published] = promises(g[~published]) + 1
-            t.gen[slots] = odd
-            self._give_back(slots[published], rows[published])
+        # never-published slot skips the generation its reservation promised:
+        # published g -> g + 1; unpublished g -> promise (g | 1) + 1, plus one.
+        odd = (g | 1) + 2 * unpublished
+        t.gen[slots] = odd
+        if np.count_nonzero(unpublished):
+            pub = unpublished == 0
+            self._give_back(slots[pub], rows[pub])
         else:
-            t.gen[slots] = odd
             self._give_back(slots, rows)
         t.state[slots] = FREE
         t.pool[slots] = -1
-        t.give(slots)
+        reusable = odd < GEN_LIMIT
+        t.give(slots if np.count_nonzero(reusable) == len(slots) else slots[reusable])
 
     def _give_back(self, slots: np.ndarray, rows: np.ndarray) -> None:
         """Return the blocks and bytes of published ``slots`` (their table ``rows``)."""

@@ -11,10 +11,12 @@ by :data:`GROWTH` when more slots are needed, so records spanning several blocks
 not pay for one slot per block. Whoever keeps arrays indexed by slot (the directory,
 the policies) grows them to :attr:`SlotTable.capacity` as well.
 
-Generations (int32, wrapping): 0 means never used; a free or pending slot holds an odd
-value (or 0); reserving promises the next even value (skipping 0), publishing stores
-it, freeing stores the next odd value -- past the promise if it was never published,
-so a reader holding a stale promise can never see it come true for other bytes.
+Generations (int32, never wrapping): 0 means never used; a free or pending slot holds
+an odd value (or 0); reserving promises the next even value, publishing stores it,
+freeing stores the next odd value -- past the promise if it was never published, so a
+reader holding a stale promise can never see it come true for other bytes. A slot
+whose generation nears 2**31 is not reused (one slot per ~10**9 reuses), so the
+arithmetic never wraps.
 """
 
 from __future__ import annotations
@@ -22,31 +24,26 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["SlotTable", "FREE", "PENDING", "LIVE", "RETIRED", "INITIAL_SLOTS", "GROWTH",
-           "promise", "promises", "unique", "wrap"]
+           "GEN_LIMIT", "generations_of", "promise", "unique"]
 
 FREE, PENDING, LIVE, RETIRED = 0, 1, 2, 3
 INITIAL_SLOTS = 512   # owner-side slots allocated up front
 GROWTH = 1.125        # capacity factor per growth step (bounds the unused tail to 1/9)
 
 
-def wrap(x: int) -> int:
-    """``x`` wrapped to a signed 32-bit value."""
-    return ((x + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+GEN_LIMIT = (1 << 31) - 8  # a freed slot at or above this generation is not reused
 
 
 def promise(g: int) -> int:
     """Generation a slot holding the unpublished generation ``g`` will publish."""
-    p = wrap(g + 1 if g & 1 else g + 2)
-    return p if p else 2
+    return (g | 1) + 1
 
 
-def promises(g: np.ndarray) -> np.ndarray:
-    """Vectorized :func:`promise` (int64 result)."""
+def generations_of(g: np.ndarray) -> np.ndarray:
+    """Generation each slot's bytes carry: ``g`` if published (even, > 0), else the
+    promise ``(g | 1) + 1`` (int32 in, int64 out)."""
     g = g.astype(np.int64)
-    p = np.where(g & 1, g + 1, g + 2)
-    p = ((p + 0x80000000) & 0xFFFFFFFF) - 0x80000000
-    p[p == 0] = 2
-    return p
+    return np.maximum(g + (g & 1), 2)
 
 
 def unique(a: np.ndarray) -> np.ndarray:
@@ -88,11 +85,7 @@ class SlotTable:
 
     def generations(self, slots: np.ndarray) -> np.ndarray:
         """Generation each slot's bytes carry once (or since) published (int64)."""
-        g = self.gen[slots].astype(np.int64)
-        unpublished = (g & 1).astype(bool) | (g == 0)
-        if np.count_nonzero(unpublished):
-            g[unpublished] = promises(g[unpublished])
-        return g
+        return generations_of(self.gen[slots])
 
     def take(self, k: int, pool: int, seq: int = -1) -> np.ndarray:
         """Reserve ``k`` (<= :meth:`free_count`) slots in ``pool``, last used by batch
@@ -112,7 +105,8 @@ class SlotTable:
         return slots
 
     def give(self, slots: np.ndarray) -> None:
-        """Return freed ``slots`` (state already FREE) for reuse."""
+        """Return freed ``slots`` (state already FREE, generation below
+        :data:`GEN_LIMIT`) for reuse."""
         n = len(slots)
         self._free[self._n_free:self._n_free + n] = slots
         self._n_free += n

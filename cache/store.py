@@ -43,7 +43,7 @@ from .checks import store_layout
 from .deferred import DeferredFree
 from .reader import SLOT_BYTES, StoreReader
 from .region import SharedRegion
-from .slots import FREE, LIVE, PENDING, RETIRED, SlotTable, promise, promises
+from .slots import FREE, LIVE, PENDING, RETIRED, SlotTable
 
 __all__ = ["SharedStore", "FREE", "PENDING", "LIVE", "RETIRED"]
 
@@ -236,9 +236,7 @@ class SharedStore(DeferredFree, StoreReader):
         t, i = self._slots, 3 * slot
         t[i + 1] = n
         t[i + 2] = head
-        g = t[i]
-        g = g + 1 if g & 1 else g + 2
-        t[i] = g if 0 < g < 0x7FFFFFFF else promise(t[i])  # publish: even
+        t[i] = (t[i] | 1) + 1  # publish the promise: even
         return True
 
     def _put_singles(self, slots: np.ndarray, pool: int, records: list,
@@ -267,7 +265,7 @@ class SharedStore(DeferredFree, StoreReader):
                     rec).cast("B")
         t.length[slots] = sizes
         t.head[slots] = blocks
-        t.gen[slots] = promises(t.gen[slots])  # publish: even, after the bytes
+        t.gen[slots] = (t.gen[slots] | 1) + 1  # publish the promises, after the bytes
         return True
 
     def _published(self, slots: np.ndarray, pools: np.ndarray, nbytes) -> None:

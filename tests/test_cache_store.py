@@ -11,6 +11,7 @@ import pickle
 
 import pytest
 from impact_loader.cache.reader import StoreReader
+from impact_loader.cache.slots import GEN_LIMIT
 from impact_loader.cache.store import PENDING, RETIRED, SharedStore
 
 H, L = 1, 2
@@ -61,23 +62,27 @@ def test_fragmented_pool_chains_records_through_any_free_blocks():
         assert s.write(z, b"z" * 64) and s.read(z, s.generation(z)) == b"z" * 64
 
 
-def test_generations_wrap_without_reusing_a_promise():
+def test_generations_never_repeat_and_a_worn_out_slot_is_not_reused():
     with _store() as s:
         a = s.reserve(H)
-        s._slots[3 * a] = 2**31 - 3  # an odd generation just below the int32 limit
-        seen = set()
-        for i in range(6):
+        s._slots[3 * a] = GEN_LIMIT - 9  # odd: a few reuses left before the limit
+        seen, i = set(), 0
+        while True:
             g = s.generation(a)
-            assert g % 2 == 0 and g != 0 and g not in seen
+            assert g % 2 == 0 and g > 0 and g not in seen
             seen.add(g)
-            if i % 2:  # never published: the next promise must differ
-                s.retire(a)
-            else:
+            if i % 2 == 0:  # published, then freed
                 assert s.write(a, b"w%d" % i) and s.read(a, g) == b"w%d" % i
-                s.retire(a)
-                assert s.read(a, g) is None
-            a2 = s.reserve(H)
-            assert a2 == a
+            s.retire(a)  # odd i: never published, its promise must not come back
+            assert s.read(a, g) is None
+            assert s._slots[3 * a] % 2 == 1 and s._slots[3 * a] > g  # free: odd, past g
+            i += 1
+            b = s.reserve(H)
+            if b != a:
+                break
+        assert len(seen) >= 3 and s._slots[3 * a] >= GEN_LIMIT
+        others = [s.reserve(H) for _ in range(s.free_slot_count())]
+        assert a not in others  # retired for good: generations never wrap
 
 
 def test_metadata_grows_with_entries_not_with_max_entries():
