@@ -121,8 +121,10 @@ class ImpactDataset:
             return
         from .pipeline import CachePipeline
 
+        first_seq = 0
         if self.pipeline is not None:
             self.pipeline.close()
+            first_seq = self.pipeline.annotator.seq + 1  # batch numbers go on
             self.pipeline = None
         config = self.directory.config
         h_fraction, tiers = cache_layout(
@@ -137,6 +139,7 @@ class ImpactDataset:
             self._make_directory(h_fraction=h_fraction)
         # An explicit split asks for the H/L design even when everything would fit.
         options.setdefault("tiers", tiers or "h_fraction" in self.cache_options)
+        options.setdefault("first_seq", first_seq)
         self.pipeline = CachePipeline(sampler, self, **options)
         sampler.annotator = self.pipeline
 

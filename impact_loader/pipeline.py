@@ -15,11 +15,14 @@ its retries surfaces in the training loop, at the next batch the sampler yields,
 the source meanwhile); a read that does not finish within ``wait_timeout`` too.
 
 Safe reuse of store memory: the directory frees an evicted entry only once the batch
-sequence numbers that could read it are released. A batch yielded at sequence *s* has
-been received by the training loop once ``outstanding`` more batches have been
-requested after it (a DataLoader keeps at most ``num_workers * prefetch_factor`` batches
-in flight), so yielding *s* releases ``s - outstanding - 1``. Should that ever be too
-early, the generation check turns the read into a source read: slower, never wrong.
+sequence numbers that could read it are released. A batch handed over has been
+received by the training loop once ``outstanding`` more batches have been requested
+after it (a DataLoader keeps at most ``num_workers * prefetch_factor`` batches in
+flight), so each hand-over releases the batch handed over ``outstanding + 1`` hand-overs
+earlier (and every lower sequence number: annotations dropped by a restart are never
+handed over). Should that ever be too early, the generation check turns the read into
+a source read: slower, never wrong. Sequence numbers continue across the pipelines of
+one dataset (``first_seq``): the directory and the workers' ready flags key on them.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ class CachePipeline:
         tiers: annotate with the plan's H/L tiers (default True). False annotates every
             sample as ``TIER_NONE`` (no substitution, every miss admitted while there is
             room): what a cache that holds the whole data set should do.
+        first_seq: sequence number of the first batch (the dataset continues the
+            numbering of its previous pipeline).
 
     Attributes:
         cpu_seconds: CPU seconds of this hook on the training loop's thread (taking
@@ -69,7 +74,7 @@ class CachePipeline:
 
     def __init__(self, sampler: Any, dataset: Any, *, threads: int = 16, chunk: int = 8,
                  outstanding: int = 16, wait_timeout: float = 600.0, retries: int = 3,
-                 backoff_s: float = 0.05, tiers: bool = True) -> None:
+                 backoff_s: float = 0.05, tiers: bool = True, first_seq: int = 0) -> None:
         if outstanding < 0:
             raise ValueError(f"outstanding={outstanding} must be >= 0 batches")
         self.sampler = sampler
@@ -81,7 +86,7 @@ class CachePipeline:
         backlog = 2 * int(threads) * int(chunk)
         self.readiness = dataset.readiness
         self.readiness.timeout = self.wait_timeout
-        in_order = _InOrder(self.readiness)
+        in_order = _InOrder(self.readiness, first_seq)
         self.prefetcher = Prefetcher(dataset.source, _filler(self.directory, self._lock),
                                      threads=threads, chunk=chunk, retries=retries,
                                      backoff_s=backoff_s, low_water=backlog)
@@ -90,9 +95,11 @@ class CachePipeline:
                                    record_blocks=getattr(dataset, "record_blocks", 1),
                                    tiers=self.tiers, backlog_target=backlog,
                                    failed=lambda seq: in_order.done(seq, False))
+        self.annotator.seq = int(first_seq) - 1
         self.prefetcher.on_low = self.annotator.kick
         self.prefetcher.on_done = in_order.job_done
         self._handed: deque = deque()  # jobs of batches handed over, not yet checked
+        self._unreleased: deque = deque()  # sequence numbers handed over, in order
         self.outstanding = outstanding
         self._epoch: Optional[int] = None
         self.cpu_seconds = 0.0
@@ -145,9 +152,10 @@ class CachePipeline:
             self.counts["waited_batches"] += 1  # handed over before its reads landed
         self._handed.append(job)
         self.prefetcher.consumed()
-        with self._lock:
-            if ann.seq - self.outstanding - 1 >= 0:
-                self.directory.release(ann.seq - self.outstanding - 1)
+        self._unreleased.append(ann.seq)
+        if len(self._unreleased) > self.outstanding + 1:
+            with self._lock:
+                self.directory.release(self._unreleased.popleft())
         c = self.counts
         c["batches"] += 1
         c["planned"] += len(ann.indices)
@@ -207,10 +215,10 @@ class _InOrder:
     e.g. a substitute from its L-package). A failed job counts as finished, marked
     failed; the workers then read what is missing from the source."""
 
-    def __init__(self, readiness: Any) -> None:
+    def __init__(self, readiness: Any, first_seq: int) -> None:
         self.readiness = readiness
         self.lock = threading.Lock()
-        self.next = 0  # lowest sequence number not yet marked
+        self.next = int(first_seq)  # lowest sequence number not yet marked
         self.finished: Dict[int, bool] = {}
 
     def job_done(self, job: Any) -> None:

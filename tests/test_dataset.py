@@ -172,3 +172,16 @@ def test_workers_wait_for_reads_handed_over_early(src):
     assert [s[1] for s, _ in items] == plan.indices.tolist()
     assert ds.source_reads == 0 and ds.store_hits == len(plan)
     ds.close()
+
+
+def test_a_second_sampler_on_the_same_dataset_continues_the_batch_numbers(src):
+    record = len(src.read_many([0])[0])
+    ds = ImpactDataset(src, transform=_xy, cache_bytes=30 * record)
+    for _ in range(2):
+        sampler = il.ImportanceSampler(ds, batch_size=8, policy="uniform")
+        seen = []
+        for plan in sampler:
+            seen.extend(i for _, i in ds.__getitems__(plan))
+        assert sorted(seen) == list(range(len(src)))
+    assert ds.source_reads == 0  # every read went through the prefetcher, both times
+    ds.close()
