@@ -143,8 +143,12 @@ def admit_misses(d: "CacheDirectory", b: "BatchBuilder") -> None:
     if not len(rest):
         return
     pools = d.policy.route(b.tier[rest])
-    for pool in sorted(set(pools.tolist()) - {LOC_SOURCE}):
-        _admit_positions(d, b, rest[pools == pool], pool)
+    if isinstance(pools, (int, np.integer)):  # one pool for every tier
+        if pools != LOC_SOURCE:
+            _admit_positions(d, b, rest, int(pools))
+    else:
+        for pool in sorted(set(pools.tolist()) - {LOC_SOURCE}):
+            _admit_positions(d, b, rest[pools == pool], pool)
     if d._staging:
         rest = (b.slot < 0).nonzero()[0]
         if len(rest):

@@ -106,10 +106,18 @@ class BatchBuilder:
 
     def __init__(self, idx, tier, imp, seq: int, slot) -> None:
         self.idx, self.tier, self.imp, self.seq, self.slot = idx, tier, imp, seq, slot
-        self.delivered = idx.copy()
+        self.delivered = idx  # copied on the first substitution (see substitute())
         self.hit = slot >= 0
         self.sub = np.zeros(len(idx), bool)
         self._runs = []
+
+    def substitute(self, positions, delivered) -> None:
+        """Deliver ``delivered`` (real indices of substitutes) at ``positions``."""
+        if self.delivered is self.idx:
+            self.delivered = self.idx.copy()
+        self.delivered[positions] = delivered
+        self.hit[positions] = True
+        self.sub[positions] = True
 
     def add_reads(self, pos, start, stop, location: int) -> None:
         """Storage reads ``[start[i], stop[i])`` first needed at plan position ``pos[i]``."""
@@ -121,6 +129,9 @@ class BatchBuilder:
         """The reads, in plan order of first need."""
         if not self._runs:
             return Reads(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int8))
+        if len(self._runs) == 1:  # one group, already in plan order
+            _, start, stop, loc = self._runs[0]
+            return Reads(start, stop, loc)
         pos, start, stop, loc = (np.concatenate(c) for c in zip(*self._runs))
         order = pos.argsort(kind="stable")
         return Reads(start[order], stop[order], loc[order])

@@ -61,9 +61,10 @@ class CachePolicy:
         """``(pool, bytes)`` budgets of the cache (staging is added by the directory)."""
         return [(LOC_H, self.config.cache_bytes)]
 
-    def route(self, tier: np.ndarray) -> np.ndarray:
-        """int8 pool each missed sample of tier ``tier[i]`` goes to, or ``LOC_SOURCE``."""
-        return np.full(len(tier), LOC_SOURCE, np.int8)
+    def route(self, tier: np.ndarray):
+        """Pool each missed sample of tier ``tier[i]`` goes to (``LOC_SOURCE``: none):
+        an int8 array, or one int when it is the same for every tier."""
+        return LOC_SOURCE
 
     def admit_order(self, pool: int, importance: np.ndarray) -> Optional[np.ndarray]:
         """Order in which misses of ``importance`` claim room in ``pool``; None: plan

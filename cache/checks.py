@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codes import TIER_L, TIER_NONE
+from .codes import TIER_L
 
 __all__ = ["check_plan", "check_updates", "fill_indices", "store_layout"]
 
@@ -45,12 +45,19 @@ def check_plan(indices, tier, importance, seq, last_seq: int, n_samples: int):
         bad = int(idx[(idx < 0) | (idx >= n_samples)][0])
         raise ValueError(f"index {bad} is outside 0..{n_samples - 1} "
                          f"(n_samples={n_samples}); pass dataset indices")
-    if n and (t.min() < TIER_NONE or t.max() > TIER_L):
+    if tier is None:
+        bad = 0
+    elif t.dtype == np.int8:  # negative tiers read as >= 128: one comparison
+        bad = np.count_nonzero(t.view(np.uint8) > TIER_L)
+    else:
+        bad = np.count_nonzero((t < 0) | (t > TIER_L))
+        t = t.astype(np.int8)
+    if bad:
         raise ValueError(f"tier values must be 0 (TIER_NONE), 1 (TIER_H) or "
-                         f"2 (TIER_L); got {sorted(set(t.tolist()))}")
-    if np.isnan(w).any():
+                         f"2 (TIER_L); got {sorted(set(np.asarray(tier).ravel().tolist()))}")
+    if importance is not None and np.count_nonzero(w != w):
         raise ValueError("importance contains NaN; pass finite numbers")
-    return idx, t.astype(np.int8, copy=False), w
+    return idx, t, w
 
 
 def check_updates(indices, importance, n_samples: int):

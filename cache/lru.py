@@ -39,8 +39,8 @@ class LRUCache(CachePolicy):
         self._queued = _NONE      # their stamps when queued
         self._head = 0            # next queue position to consider
 
-    def route(self, tier: np.ndarray) -> np.ndarray:
-        return np.full(len(tier), LOC_H, np.int8)
+    def route(self, tier: np.ndarray) -> int:
+        return LOC_H
 
     def admission_floor(self, pool: int) -> float:
         return -np.inf  # any miss may evict the least recently used entry

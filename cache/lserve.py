@@ -88,10 +88,10 @@ def _serve(d: "CacheDirectory", b: "BatchBuilder", positions: np.ndarray,
     b.slot[positions] = slots
     if substitute:
         delivered = d._index_of[slots].astype(np.int64)
-        b.delivered[positions] = delivered
-        b.hit[positions] = True
-        b.sub[positions] = True
-        d.policy.hit(slots, np.full(len(slots), np.nan), delivered)
+        b.substitute(positions, delivered)
+        unknown = np.empty(len(slots))
+        unknown.fill(np.nan)  # a substitute's importance is not the planned one
+        d.policy.hit(slots, unknown, delivered)
     else:
         d.policy.hit(slots, b.imp[positions], b.idx[positions])
 

@@ -19,5 +19,5 @@ class MinIOCache(CachePolicy):
 
     name = "minio"
 
-    def route(self, tier: np.ndarray) -> np.ndarray:
-        return np.full(len(tier), LOC_H, np.int8)
+    def route(self, tier: np.ndarray) -> int:
+        return LOC_H
