@@ -94,8 +94,7 @@ class DeferredFree:
         if not len(slots):
             return
         t = self._t
-        rows = t.rows[slots]  # generation, length, head of each slot: one gather
-        g = rows[:, 0]
+        g = t.gen[slots]
         unpublished = (g & 1) | (g == 0)  # 1 where odd or never used
         # Odd generation first: readers of the old bytes see the change and miss. A
         # never-published slot skips the generation its reservation promised:
@@ -103,23 +102,22 @@ class DeferredFree:
         odd = (g | 1) + 2 * unpublished
         t.gen[slots] = odd
         if np.count_nonzero(unpublished):
-            pub = unpublished == 0
-            self._give_back(slots[pub], rows[pub])
+            self._give_back(slots[unpublished == 0])
         else:
-            self._give_back(slots, rows)
+            self._give_back(slots)
         t.state[slots] = FREE
         t.pool[slots] = -1
         reusable = odd < GEN_LIMIT
         t.give(slots if np.count_nonzero(reusable) == len(slots) else slots[reusable])
 
-    def _give_back(self, slots: np.ndarray, rows: np.ndarray) -> None:
-        """Return the blocks and bytes of published ``slots`` (their table ``rows``)."""
+    def _give_back(self, slots: np.ndarray) -> None:
+        """Return the blocks and bytes of published ``slots`` to their pools."""
         if not len(slots):
             return
-        bb = self.block_bytes
-        n = rows[:, 1].astype(np.int64)
-        head = rows[:, 2]
-        pools = self._t.pool[slots]
+        t, bb = self._t, self.block_bytes
+        n = t.length[slots].astype(np.int64)
+        head = t.head[slots]
+        pools = t.pool[slots]
         p0 = int(pools[0])
         groups = [(p0, None)] if np.count_nonzero(pools != p0) == 0 else [
             (p, pools == p) for p in set(pools.tolist())]

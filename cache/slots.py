@@ -64,7 +64,6 @@ class SlotTable:
 
     def __init__(self, shared: np.ndarray, max_entries: int) -> None:
         self.max_entries = max_entries
-        self.rows = shared
         self.gen, self.length, self.head = shared[:, 0], shared[:, 1], shared[:, 2]
         cap = min(max_entries, INITIAL_SLOTS)
         self.state = np.zeros(cap, np.int8)          # FREE / PENDING / LIVE / RETIRED
