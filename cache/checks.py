@@ -41,10 +41,7 @@ def check_plan(indices, tier, importance, seq, last_seq: int, n_samples: int):
     if len(t) != n or len(w) != n:
         raise ValueError(f"{n} indices but {len(t)} tiers and {len(w)} importance "
                          f"values; pass one of each per index")
-    if _outside(idx, n_samples):
-        bad = int(idx[(idx < 0) | (idx >= n_samples)][0])
-        raise ValueError(f"index {bad} is outside 0..{n_samples - 1} "
-                         f"(n_samples={n_samples}); pass dataset indices")
+    _check_range(idx, n_samples, "pass dataset indices")
     if tier is None:
         bad = 0
     elif t.dtype == np.int8:  # negative tiers read as >= 128: one comparison
@@ -71,8 +68,7 @@ def check_updates(indices, importance, n_samples: int):
     if len(idx) != len(imp):
         raise ValueError(f"{len(idx)} indices but {len(imp)} importance values; "
                          f"pass one value per index")
-    if _outside(idx, n_samples):
-        raise ValueError(f"an index is outside 0..{n_samples - 1}")
+    _check_range(idx, n_samples, "pass dataset indices")
     return idx, imp
 
 
@@ -89,10 +85,7 @@ def fill_indices(indices, n_records: int, n_samples: int) -> np.ndarray:
     if len(idx) != n_records:
         raise ValueError(f"fill got {len(idx)} indices but {n_records} records; "
                          f"pass one record per index")
-    if _outside(idx, n_samples):
-        bad = int(idx[(idx < 0) | (idx >= n_samples)][0])
-        raise ValueError(f"index {bad} is out of range for n_samples={n_samples}; "
-                         f"pass indices from the annotation")
+    _check_range(idx, n_samples, "pass indices from the annotation")
     return idx
 
 
@@ -131,6 +124,11 @@ def store_layout(pools, block_bytes, max_entries):
     return ranges, first, max_entries
 
 
-def _outside(idx: np.ndarray, n: int) -> bool:
-    """Whether an int64 index is outside ``0 .. n-1`` (negatives wrap to huge uint64)."""
-    return bool(np.count_nonzero(idx.view(np.uint64) >= n))
+def _check_range(idx: np.ndarray, n: int, fix: str) -> None:
+    """Raise ValueError naming the first int64 index outside ``0 .. n-1``.
+
+    One comparison on the fast path: negatives wrap to huge values as uint64.
+    """
+    if np.count_nonzero(idx.view(np.uint64) >= n):
+        bad = int(idx[(idx < 0) | (idx >= n)][0])
+        raise ValueError(f"index {bad} is outside 0..{n - 1} (n_samples={n}); {fix}")

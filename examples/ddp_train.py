@@ -167,7 +167,7 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
                          "planned share")
     ap.add_argument("--warmup-epochs", type=int, default=None,
                     help="epochs over the full data before importance selection "
-                         "(default: the library's 5, 1 with --fast)")
+                         "(default: the library's, 1 with --fast)")
     ap.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
     ap.add_argument("--test-fraction", type=float, default=0.2,
                     help="share of the digits held out for testing, in (0, 1)")

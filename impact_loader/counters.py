@@ -44,6 +44,7 @@ import numpy as np
 from torch.utils.data import get_worker_info
 
 from ._metrics_histogram import BUCKETS, bucket_of
+from ._shared_view import SharedView
 from .cache.region import SharedRegion
 
 __all__ = ["WorkerCounters", "SCALARS", "TIER_NAMES"]
@@ -67,7 +68,7 @@ if _LAT0 + len(BUCKETS) + 1 > _COLUMNS:  # pragma: no cover - guards future edit
     raise ImportError("counters: too many columns for one row")
 
 
-class WorkerCounters:
+class WorkerCounters(SharedView):
     """A shared table of per-process read counters (see the module docstring).
 
     Args:
@@ -77,6 +78,8 @@ class WorkerCounters:
     Raises:
         ValueError: ``max_workers`` is not a positive int.
     """
+
+    _VIEW = "_rows"  # closed once the view is gone (see SharedView)
 
     def __init__(self, *, max_workers: int = 256) -> None:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) \
@@ -153,11 +156,7 @@ class WorkerCounters:
         return raws
 
     # ------------------------------------------------------------------ readers
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called in this process (readers then see zeros)."""
-        return "_rows" not in self.__dict__
-
+    # (after close() in this process they see zeros)
     def totals(self) -> Dict[str, int]:
         """Every scalar count summed over all processes (``source_ns`` in nanoseconds)."""
         if self.closed:
@@ -191,20 +190,6 @@ class WorkerCounters:
                 "worker_source_samples": t["source_samples"],
                 "worker_source_bytes": t["source_bytes"],
                 "worker_source_seconds": t["source_ns"] / 1e9}
-
-    # ------------------------------------------------------------------ lifetime
-    def close(self) -> None:
-        """Unmap the table in this process (idempotent); other processes keep theirs."""
-        self.__dict__.pop("_rows", None)  # the view must go before the mapping
-        region = self.__dict__.pop("_region", None)
-        if region is not None:
-            region.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - a view still exported, or interpreter exit
-            pass
 
 
 def _attach(region: SharedRegion) -> WorkerCounters:

@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from ._shared_view import SharedView
 from .cache.region import SharedRegion
 
 __all__ = ["BatchReadiness", "READY", "FAILED", "PENDING"]
@@ -32,7 +33,7 @@ __all__ = ["BatchReadiness", "READY", "FAILED", "PENDING"]
 READY, FAILED, PENDING = 1, -1, 0
 
 
-class BatchReadiness:
+class BatchReadiness(SharedView):
     """Shared ready/failed flags of batch sequence numbers (see the module docstring).
 
     Args:
@@ -42,6 +43,8 @@ class BatchReadiness:
     Raises:
         ValueError: an argument is out of range.
     """
+
+    _VIEW = "_cells"  # closed once the view is gone (see SharedView)
 
     def __init__(self, *, cells: int = 4096, timeout: float = 600.0) -> None:
         if isinstance(cells, bool) or not isinstance(cells, int) or cells < 1024:
@@ -95,24 +98,6 @@ class BatchReadiness:
                     or os.getppid() != parent):
                 return state
             pause = min(2e-3, pause * 1.5)
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called in this process."""
-        return "_cells" not in self.__dict__
-
-    def close(self) -> None:
-        """Unmap the flags in this process (idempotent)."""
-        self.__dict__.pop("_cells", None)  # the view must go before the mapping
-        region = self.__dict__.pop("_region", None)
-        if region is not None:
-            region.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - a view still exported, or interpreter exit
-            pass
 
 
 def _attach(region: SharedRegion, timeout: float) -> BatchReadiness:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict
 from ..throttle import count_runs
 
 __all__ = ["CountingSource", "Timed", "cpu_seconds", "other_threads_cpu_seconds",
-           "rss_bytes", "environment", "COUNTERS"]
+           "environment", "COUNTERS"]
 
 COUNTERS = ("main_calls", "main_runs", "main_bytes", "worker_calls", "worker_runs",
             "worker_bytes")
@@ -116,12 +116,6 @@ def other_threads_cpu_seconds() -> float:
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
     return total / tick
 
-
-def rss_bytes(pid: int = 0) -> int:
-    """Resident set size of ``pid`` (0: this process) in bytes, from /proc (Linux)."""
-    path = "/proc/self/statm" if pid == 0 else f"/proc/{pid}/statm"
-    with open(path) as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def environment() -> Dict[str, Any]:

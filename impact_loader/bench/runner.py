@@ -9,7 +9,6 @@ hits all of them alike.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
@@ -151,4 +150,3 @@ def _epochs(runs: List[LoaderRun], scenario: Scenario, fraction: float, n: int,
                     f"trained {rec['trained_fraction']:.0%}, "
                     f"data-wait {rec['data_wait_s'] / rec['seconds']:.0%}")
             log(line)
-            sys.stdout.flush()
