@@ -22,7 +22,8 @@ index<->slot maps and the chosen policy. The protocol, per batch ``seq`` (0, 1, 
    ``directory.release(seq)``. Evicted entries are freed only after every batch that
    could read them is released; reservations whose bytes never came are abandoned.
 5. **Epoch boundary** -- ``directory.new_epoch()`` (swaps the H shadow heap, renews
-   the substitutes); ``update_importance(indices, importance)`` any time.
+   the substitutes); ``update_importance(indices, importance)`` any time
+   (``rescore_cached(importance)`` for all samples at once).
 
 A batch is processed as a whole, in numpy: hits first (touched, so nothing this batch
 reads can be reused before it is consumed), then the L-cache's substitutes and packages
@@ -224,6 +225,26 @@ class CacheDirectory:
         keep = (slots >= 0) & ~np.isnan(imp)
         if np.count_nonzero(keep):
             self.policy.update(slots[keep], imp[keep])
+
+    def rescore_cached(self, importance) -> None:
+        """New importance of every sample (array of ``n_samples``), applied to the
+        cached ones only: the epoch-boundary rescoring, without an N-sized index array.
+
+        Raises:
+            ValueError: ``importance`` does not have one value per sample.
+        """
+        importance = np.asarray(importance, np.float64)
+        if importance.shape != (self.n_samples,):
+            raise ValueError(f"importance has shape {importance.shape}; rescore_cached "
+                             f"needs one value per sample, shape ({self.n_samples},)")
+        slots = (self._index_of >= 0).nonzero()[0]
+        if not len(slots):
+            return
+        imp = importance[self._index_of[slots]]
+        keep = ~np.isnan(imp)
+        if np.count_nonzero(keep) < len(keep):
+            slots, imp = slots[keep], imp[keep]
+        self.policy.update(slots, imp)
 
     def slot_of(self, index: int) -> int:
         """Store slot currently holding (or reserved for) ``index``; -1 if none."""

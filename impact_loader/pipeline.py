@@ -126,7 +126,7 @@ class CachePipeline:
         self.annotator.stop()
         with self._lock:
             if self._epoch is not None:
-                self.directory.update_importance(np.arange(sampler.table.n), importance)
+                self.directory.rescore_cached(importance)
                 self.directory.new_epoch()
         self._epoch = epoch
         self.annotator.start(indices, tier, importance, len(sampler), position)

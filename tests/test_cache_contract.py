@@ -28,10 +28,10 @@ def make(policy, cache_records=60, **kw):
     return CacheDirectory(n_samples=N, config=cfg)
 
 
-def drive(d, epochs=3, batch=16, seed=0, skew=False, check=True):
+def drive(d, epochs=3, batch=16, seed=0, skew=False, check=True, seq0=0):
     """Run epochs through annotate/fill/read/release; return hit count and reads."""
     rng = np.random.default_rng(seed)
-    seq = hits = 0
+    seq, hits = seq0, 0
     imp_all = rng.pareto(1.5, N) if skew else np.zeros(N)
     for _ in range(epochs):
         perm = rng.permutation(N)
@@ -212,3 +212,20 @@ def test_oversized_record_does_not_lose_the_records_placed_before_it(policy):
     assert d.fill([1], [record(1)]) == 0  # not written twice
     assert d.store.used_bytes(LOC_H) == len(record(1))
     d.close()
+
+
+def test_rescore_cached_matches_update_importance_on_cached_entries():
+    n_cached = []
+    for rescore in (False, True):
+        d = make("importance")
+        drive(d, epochs=1, skew=True)
+        new = np.random.default_rng(5).random(N)
+        if rescore:
+            d.rescore_cached(new)
+        else:
+            d.update_importance(np.arange(N), new)
+        d.new_epoch()
+        n_cached.append(drive(d, epochs=1, skew=True, seed=1, seq0=10**4))
+    assert n_cached[0] == n_cached[1]
+    with pytest.raises(ValueError, match=r"shape \(3,\).*\(%d,\)" % N):
+        make("importance").rescore_cached(np.zeros(3))
