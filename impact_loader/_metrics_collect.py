@@ -160,8 +160,7 @@ def _collect_one(fams: Any, name: str, parts: _Parts) -> None:
     hist = getattr(parts.loader, "data_wait_histogram", None)
     if hist is not None:
         fams.add_histogram("data_wait_seconds", common, *hist.snapshot())
-        wait, steps = list(parts.loader.data_wait), list(parts.loader.step_time)
-        fams.add("data_wait_share", common, sum(wait) / sum(steps) if sum(steps) else 0.0)
+        fams.add("data_wait_share", common, parts.loader.data_wait_share)
 
 
 def _prefetcher(fams: Any, common: Sequence[str], pf: Any) -> None:

@@ -78,7 +78,8 @@ SPECS: Dict[str, Tuple[str, str, Sequence[str], str]] = {
         "Time the training loop waited for each batch (ImpactLoader only)."),
     "data_wait_share": (
         "gauge", "", (),
-        "Data-wait over time between batches in the current or last epoch "
+        "Share of the current or last epoch's time, from iter() to the latest batch, "
+        "that the training loop waited for batches "
         "(ImpactLoader only)."),
     "cache_bytes": (
         "gauge", "bytes", _TIER,

@@ -8,6 +8,7 @@ use fails with an error that names the port and the fix.
 from __future__ import annotations
 
 import errno
+import os
 import threading
 from typing import Any, List
 
@@ -105,6 +106,27 @@ def start(port: int, addr: str, registry: Any) -> MetricsServer:
     with _RUNNING_LOCK:
         _RUNNING.append(server)
     return server
+
+
+def _forget_in_child() -> None:
+    """After ``fork``: close the child's copies of the listening sockets.
+
+    A forked process (a DataLoader worker) inherits them; kept open, they would hold the
+    port after the parent closes its server, and connections could queue on a process
+    that never accepts. The parent's servers are untouched; the child has none.
+    """
+    global _RUNNING_LOCK
+    _RUNNING_LOCK = threading.Lock()  # another thread may have held it at the fork
+    for server in _RUNNING:
+        httpd = server._httpd
+        if httpd is not None:
+            httpd.socket.close()
+        server._httpd = None
+    _RUNNING.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def stop_all() -> int:

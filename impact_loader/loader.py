@@ -50,6 +50,10 @@ class ImpactLoader(DataLoader):
         sampler = ImportanceSampler(dataset, batch_size, policy=policy, seed=seed,
                                     drop_last=drop_last, **(sampler_options or {}))
         workers = dataloader_kwargs.get("num_workers", 0)
+        if workers > 0:
+            # Workers that live across epochs: restarting them each epoch costs a
+            # fork (or a spawn and import) per worker, which a fast job notices.
+            dataloader_kwargs.setdefault("persistent_workers", True)
         pipeline = getattr(dataset, "pipeline", None)
         if pipeline is not None:
             # How many batches the DataLoader may hold ahead of the loop (the safe
@@ -61,10 +65,13 @@ class ImpactLoader(DataLoader):
         self.data_wait: List[float] = []
         self.step_time: List[float] = []
         self.data_wait_histogram = Histogram()
+        self._elapsed = 0.0  # from iter() to the last batch received, last epoch
 
     def __iter__(self) -> Iterator[Any]:
         self.data_wait = []
         self.step_time = []
+        self._elapsed = 0.0
+        begin = time.perf_counter()
         it = super().__iter__()
         last = None
         while True:
@@ -79,6 +86,7 @@ class ImpactLoader(DataLoader):
             if last is not None:
                 self.step_time.append(now - last)
             last = now
+            self._elapsed = now - begin
             yield batch
 
     def set_epoch(self, epoch: int) -> None:
@@ -94,16 +102,26 @@ class ImpactLoader(DataLoader):
 
         The ``worker_*`` keys count the reads the dataset made in every process (the
         DataLoader workers, and the main process: ``num_workers=0`` reads and the
-        record-size probe); see ``WorkerCounters.stats``.
+        record-size probe); see ``WorkerCounters.stats``. Without a cache
+        (``cache_bytes=0`` or a dataset other than ImpactDataset) ``hits``,
+        ``substitutions``, ``prefetched`` and ``waited_batches`` are 0.
         """
         out: Dict[str, Any] = dict(self.sampler.stats())
         pipeline = getattr(self.dataset, "pipeline", None)
         if pipeline is not None:
             out.update(pipeline.stats())
+        else:  # no cache: nothing is hit, substituted or prefetched
+            out.update(hits=0, substitutions=0, prefetched=0, waited_batches=0)
         counters = getattr(self.dataset, "counters", None)
         if counters is not None:
             out.update(counters.stats())
-        wait, steps = sum(self.data_wait), sum(self.step_time)
-        out.update(data_wait_seconds=wait, batches=len(self.data_wait),
-                   data_wait_share=(wait / steps) if steps > 0 else 0.0)
+        out.update(data_wait_seconds=sum(self.data_wait), batches=len(self.data_wait),
+                   data_wait_share=self.data_wait_share)
         return out
+
+    @property
+    def data_wait_share(self) -> float:
+        """Share of the last (or current) epoch's time, from ``iter()`` to the last
+        batch received, that the loop spent waiting for batches (0 before any batch)."""
+        wait, elapsed = sum(list(self.data_wait)), self._elapsed
+        return wait / elapsed if elapsed > 0 else 0.0

@@ -163,3 +163,43 @@ def test_transient_storage_errors_are_retried(tmp_path):
         seen.extend(idx.tolist())
     assert sorted(seen) == list(range(100)) and ds.pipeline.prefetcher.retried == 2
     ds.close()
+
+
+def test_data_wait_share_is_a_share_of_the_epoch(tmp_path):
+    # No compute between batches: the loop waits nearly all the time. The share must
+    # count the first batch's wait against the time it took (the old formula divided
+    # by the gaps between batches only and gave about 1.5 here).
+    src = il.ThrottledSource(il.write_lmdb(str(tmp_path / "w"), make_samples(12)),
+                             latency_ms=40, bandwidth_mb_s=1000, max_inflight=1)
+    loader = il.ImpactLoader(il.ImpactDataset(src, transform=_xy), batch_size=4,
+                             policy="uniform")
+    for _ in loader:
+        pass
+    share = loader.stats()["data_wait_share"]
+    assert 0.9 <= share <= 1.0
+    assert share == pytest.approx(sum(loader.data_wait) / loader._elapsed)
+
+
+def test_stats_without_a_cache_has_the_cache_keys(tmp_path):
+    src = il.write_lmdb(str(tmp_path / "n"), make_samples(20))
+    loader = il.ImpactLoader(il.ImpactDataset(src, transform=_xy), batch_size=5)
+    for _ in loader:
+        pass
+    s = loader.stats()
+    assert (s["hits"], s["substitutions"], s["prefetched"], s["waited_batches"]) == \
+        (0, 0, 0, 0)
+    assert s["batches"] == 4
+
+
+def test_workers_persist_across_epochs_by_default(dataset):
+    loader = il.ImpactLoader(dataset, batch_size=50, policy="uniform", num_workers=1)
+    assert loader.persistent_workers
+    pids = []
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        for _ in loader:
+            pass
+        pids.append(loader._iterator._workers[0].pid)
+    assert pids[0] == pids[1]
+    assert not il.ImpactLoader(dataset, batch_size=50, num_workers=1,
+                               persistent_workers=False).persistent_workers

@@ -318,3 +318,22 @@ def test_example_script_quick(capsys, clean_metrics):
     out = capsys.readouterr().out
     assert re.search(r"serving metrics at http://127\.0\.0\.1:\d+/metrics", out)
     assert 'impact_loader_samples_delivered_total{loader="train"' in out
+
+
+def test_forked_workers_do_not_hold_the_metrics_port(tmp_path, clean_metrics):
+    import socket
+
+    src = il.write_lmdb(str(tmp_path / "p"), make_samples(40))
+    ds = il.ImpactDataset(src, transform=lambda s: s["label"])
+    loader = il.ImpactLoader(ds, batch_size=10, policy="uniform", num_workers=1,
+                             multiprocessing_context="fork")
+    server = metrics.serve(port=0)
+    port = server.port
+    for _ in loader:  # the persistent worker forks while the server listens
+        pass
+    assert loader._iterator._workers[0].is_alive()
+    server.close()
+    with socket.socket() as s:  # a listening copy in the worker would refuse this
+        s.bind(("127.0.0.1", port))
+        s.listen()
+    ds.close()

@@ -14,9 +14,11 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List
 
 from ..throttle import count_runs
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 __all__ = ["CountingSource", "Timed", "cpu_seconds", "other_threads_cpu_seconds",
            "environment", "COUNTERS"]
@@ -85,10 +87,42 @@ class Timed:
             self.calls += 1
 
 
+def _stat_cpu_ticks(path: str) -> int:
+    """utime + stime (clock ticks) from a ``/proc/.../stat`` file; 0 if it is gone."""
+    try:
+        with open(path, "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0  # the thread or process exited meanwhile
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+
+
+def _live_children() -> List[int]:
+    """Pids of this process's running children (Linux; empty elsewhere)."""
+    pids: List[int] = []
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return pids
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as fh:
+                pids.extend(int(p) for p in fh.read().split())
+        except OSError:
+            continue
+    return pids
+
+
 def cpu_seconds() -> tuple:
-    """(CPU seconds of this process, all threads; of reaped children, e.g. workers)."""
+    """(CPU seconds of this process, all threads; of its children, e.g. workers).
+
+    Children count whether they were reaped (``RUSAGE_CHILDREN``) or still run
+    (``/proc/<pid>/stat``: persistent DataLoader workers), so a difference of two calls
+    is the children's CPU in between either way.
+    """
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time(), ru.ru_utime + ru.ru_stime
+    live = sum(_stat_cpu_ticks(f"/proc/{pid}/stat") for pid in _live_children())
+    return time.process_time(), ru.ru_utime + ru.ru_stime + live / _TICK
 
 
 def other_threads_cpu_seconds() -> float:
@@ -99,23 +133,13 @@ def other_threads_cpu_seconds() -> float:
     are not counted. Returns NaN where ``/proc`` is not available.
     """
     me = threading.get_native_id()
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
     try:
         tids = os.listdir("/proc/self/task")
     except OSError:
         return float("nan")
-    for tid in tids:
-        if int(tid) == me:
-            continue
-        try:
-            with open(f"/proc/self/task/{tid}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue  # the thread exited meanwhile
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / tick
-
+    total = sum(_stat_cpu_ticks(f"/proc/self/task/{tid}/stat")
+                for tid in tids if int(tid) != me)
+    return total / _TICK
 
 
 def environment() -> Dict[str, Any]:

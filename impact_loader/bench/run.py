@@ -137,7 +137,7 @@ class LoaderRun:
             if progress is not None:
                 progress.update(len(idx))
         seconds = time.perf_counter() - start
-        cpu1 = cpu_seconds()  # non-persistent workers have exited and been reaped
+        cpu1 = cpu_seconds()
         after = self._counters()
         rec: Dict[str, Any] = {k: after[k] - before[k] for k in after}
         rec.update(epoch=epoch, seconds=seconds, delivered=delivered,
