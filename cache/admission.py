@@ -4,12 +4,15 @@ Functions over a :class:`~impact_loader.cache.directory.CacheDirectory`, split o
 that the directory file holds the protocol and this one the room arithmetic:
 
 * :func:`admit` -- reserve slots in a pool for distinct missed samples. Room is counted
-  in *estimated records* (the running mean record size in blocks; retired entries
-  count as room, since ``release`` frees them before most fills land, and pending
-  reservations count as taken). The misses claim room in the policy's
-  :meth:`~CachePolicy.admit_order`; when it runs out, the policy's
+  in *estimated records* (the running mean record size in blocks) of *free* blocks,
+  pending reservations counted as taken. Retired entries do not count: their blocks
+  return only when the batches that may read them are consumed, which can be after
+  the reserved bytes arrive; such a reservation used to be abandoned and its sample
+  read again by a worker, one request at a time. The misses claim room in the
+  policy's :meth:`~CachePolicy.admit_order`; when it runs out, the policy's
   :meth:`~CachePolicy.victims` hook names entries to evict, one round per shortfall,
-  until everything fits or the policy refuses. When the pool is full to begin with,
+  until everything fits, the policy refuses, or a round frees no block (its victims
+  are still read by batches in flight). When the pool is full to begin with,
   misses not above the policy's :meth:`~CachePolicy.admission_floor` are dropped in
   one comparison. Everything is numpy per round.
 * :func:`evict` -- drop entries from the maps and the policy and retire them in the
@@ -85,7 +88,10 @@ def admit(d: "CacheDirectory", pool: int, cand: np.ndarray, importance: np.ndarr
         victims = d.policy.victims(pool, importance[done:done + want], want)
         if not len(victims):
             break
+        free_before = store.free_blocks(pool)
         evict(d, victims, forgotten=True)
+        if store.free_blocks(pool) == free_before:
+            break  # the victims are still read by batches in flight: room comes later
     if order is None:
         ok[:done] = True
     else:
@@ -94,8 +100,11 @@ def admit(d: "CacheDirectory", pool: int, cand: np.ndarray, importance: np.ndarr
 
 
 def _room(d: "CacheDirectory", pool: int, est: int) -> int:
-    """Records of ``est`` blocks that fit ``pool`` beside its pending reservations."""
-    return max((d.store.reclaimable_blocks(pool) - int(d._pending[pool]) * est) // est, 0)
+    """Records of ``est`` blocks that fit the free blocks of ``pool`` beside its pending
+    reservations. Retired entries do not count: their blocks return only once the
+    batches that may read them are consumed, possibly after this reservation's bytes
+    arrive (which would then be abandoned and read again by a worker)."""
+    return max((d.store.free_blocks(pool) - int(d._pending[pool]) * est) // est, 0)
 
 
 def _reserve(d: "CacheDirectory", pool: int, cand: np.ndarray, importance: np.ndarray,

@@ -66,6 +66,8 @@ class CachePipeline:
     Attributes:
         cpu_seconds: CPU seconds of this hook on the training loop's thread (taking
             annotations, releasing, building plans; waiting takes no CPU).
+        hook_seconds: wall seconds of this hook, waiting for annotations included (the
+            DataLoader calls it from ``next()``, so it is part of the data-wait).
         counts: ``batches``, ``planned``, ``hits`` (cached, not substituted),
             ``substitutions``, ``prefetched`` (samples read for the batches handed
             over) and ``waited_batches`` (batches handed over before their reads had
@@ -103,6 +105,7 @@ class CachePipeline:
         self.outstanding = outstanding
         self._epoch: Optional[int] = None
         self.cpu_seconds = 0.0
+        self.hook_seconds = 0.0
         self.counts = dict.fromkeys(("batches", "planned", "hits", "substitutions",
                                      "prefetched", "waited_batches"), 0)
         self._finalizer = weakref.finalize(self, _shutdown, self.annotator, self.prefetcher)
@@ -139,7 +142,7 @@ class CachePipeline:
             PrefetchError: a read of a batch handed over earlier failed after its
                 retries or did not finish within ``wait_timeout``, or annotating failed.
         """
-        cpu = time.thread_time()
+        cpu, wall = time.thread_time(), time.perf_counter()
         self._check_handed()
         if plan.epoch != self._epoch:
             self._start_epoch(plan.epoch, plan.position)
@@ -166,6 +169,7 @@ class CachePipeline:
                         generation=ann.generation, planned=ann.planned,
                         epoch=plan.epoch, position=b, seq=ann.seq)
         self.cpu_seconds += time.thread_time() - cpu
+        self.hook_seconds += time.perf_counter() - wall
         return out
 
     def _check_handed(self) -> None:
@@ -188,13 +192,14 @@ class CachePipeline:
         CPU seconds of the cache wiring in the main process: ``annotate_cpu_s`` (the
         annotator thread), ``hook_cpu_s`` (this hook on the training loop's thread),
         ``prefetch_cpu_s`` (reader threads outside ``read_many``) and their sum
-        ``bookkeeping_cpu_s``.
+        ``bookkeeping_cpu_s``; ``hook_s`` is the hook's wall time.
         """
         p, a = self.prefetcher, self.annotator
         out = dict(self.counts)
         out.update(storage_requests=p.requests, storage_bytes=p.bytes_read,
                    storage_retries=p.retried, storage_seconds=p.read_seconds,
                    annotate_cpu_s=a.cpu_seconds, hook_cpu_s=self.cpu_seconds,
+                   hook_s=self.hook_seconds,
                    prefetch_cpu_s=p.cpu_seconds,
                    bookkeeping_cpu_s=a.cpu_seconds + self.cpu_seconds + p.cpu_seconds)
         return out

@@ -229,3 +229,24 @@ def test_rescore_cached_matches_update_importance_on_cached_entries():
     assert n_cached[0] == n_cached[1]
     with pytest.raises(ValueError, match=r"shape \(3,\).*\(%d,\)" % N):
         make("importance").rescore_cached(np.zeros(3))
+
+
+@pytest.mark.parametrize("policy", ["lru", "importance"])
+def test_no_reservation_counts_on_memory_that_batches_in_flight_still_read(policy):
+    # Batch 0 fills the cache and is not consumed; batch 1's misses could only take
+    # batch 0's entries, whose memory returns at release(0). Reserving it anyway made
+    # the fill find no free block: the reservation was abandoned and a worker read the
+    # sample again. Now batch 1 is staged or read from the source, never abandoned.
+    def rec(i):  # one block each, so no size estimate can be off
+        return i.to_bytes(4, "little") * (BLOCK // 4)
+
+    d = make(policy, cache_records=32)
+    for seq, start in enumerate((0, 200)):
+        idx = np.arange(start, start + 64)
+        a = d.annotate(idx, np.full(64, TIER_H, np.int8), np.full(64, 1.0 + seq), seq=seq)
+        for lo, hi in a.reads:
+            d.fill(range(lo, hi), [rec(i) for i in range(lo, hi)])
+        for k in range(64):
+            if a.location[k] != LOC_SOURCE:
+                assert d.store.read(int(a.slot[k]), int(a.generation[k])) == rec(start + k)
+    assert d.counts["abandoned"] == 0

@@ -97,7 +97,8 @@ class LoaderRun:
         if self.spec.policy is not None:
             s = self.loader.stats()
             for k in ("planned", "hits", "substitutions", "prefetched", "waited_batches",
-                      "storage_requests", "storage_bytes", "bookkeeping_cpu_s"):
+                      "storage_requests", "storage_bytes", "bookkeeping_cpu_s",
+                      "annotate_cpu_s", "hook_cpu_s", "prefetch_cpu_s", "hook_s"):
                 c[k] = s.get(k, 0)
             c["update_s"] = self.update.seconds
         if self.cached:
