@@ -27,6 +27,7 @@ from .sampling.reports import ReportRouter
 from .sampling.state import check_compatible, selection_from_state, selection_state
 from .sampling.stats import SamplerStats
 from .sampling.table import ImportanceTable
+from .sampling.trim import release_free_heap
 
 __all__ = ["ImportanceSampler"]
 
@@ -46,6 +47,13 @@ class ImportanceSampler(Sampler):
     Epochs: ``set_epoch(e)`` selects epoch ``e``; without it, an ``__iter__`` after a
     complete pass moves on to the next epoch (a new ``__iter__`` after a partial pass
     restarts the same epoch, as ``torch.utils.data`` samplers do).
+
+    Memory: an epoch's plan holds int32 indices (int64 only for N > 2**31) and int8
+    tiers. Each pass calls glibc's ``malloc_trim(0)`` once, after its first batch has
+    gone through ``annotator`` (so after the plan is built and the cache layer has
+    started the epoch): it hands their freed temporaries (N-sized numpy arrays the C
+    heap would otherwise keep resident all epoch) back to the OS. About a millisecond
+    per epoch; a no-op off glibc (see ``sampling.trim``).
 
     Distributed: with torch.distributed initialised (or ``num_replicas``/``rank`` given)
     every rank builds the same global plan and takes an equal share, padded like
@@ -154,10 +162,11 @@ class ImportanceSampler(Sampler):
                         batch_size=self.batch_size, drop_last=self.drop_last)
 
     def epoch_plan(self) -> Tuple[np.ndarray, np.ndarray]:
-        """This rank's ``(indices int64, tier int8)`` for the current epoch, in order.
+        """This rank's ``(indices, tier int8)`` for the current epoch, in order.
 
         Exactly the concatenation of the batches ``__iter__`` yields for the epoch
-        (padding included, ``drop_last`` applied). Read-only arrays.
+        (padding included, ``drop_last`` applied). Read-only arrays; indices are int32
+        (int64 only for N > 2**31), the batches' ``BatchPlan.indices`` int64.
         """
         plan = self._ensure_plan()
         return plan.indices, plan.tier
@@ -181,10 +190,15 @@ class ImportanceSampler(Sampler):
             if not self._cursor.step(token, b, plan.num_batches):
                 return  # a newer pass took over
             idx, tier = plan.batch(b)
-            # Copies: the cache layer may rewrite a plan's arrays (substitution).
-            batch = BatchPlan(idx.copy(), tier=tier.copy(), epoch=plan.epoch, position=b)
+            # Copies (astype always copies): the cache layer may rewrite a plan's arrays
+            # (substitution); batches carry int64 indices whatever the plan's dtype.
+            batch = BatchPlan(idx.astype(np.int64), tier=tier.copy(), epoch=plan.epoch,
+                              position=b)
             self.batches_yielded += 1
-            yield batch if self.annotator is None else self.annotator(batch)
+            out = batch if self.annotator is None else self.annotator(batch)
+            if b == start:  # planned, and the cache layer has started the epoch
+                release_free_heap()  # their temporaries (see the class docstring)
+            yield out
 
     # ------------------------------------------------------------------ losses
     def update(self, indices: Any, losses: Any) -> None:
@@ -327,7 +341,7 @@ class ImportanceSampler(Sampler):
         saved = state["plan"]
         self._plan = None
         if saved is not None and int(saved["epoch"]) == epoch:
-            self._plan = self._rank_plan(epoch, selection_from_state(saved))
+            self._plan = self._rank_plan(epoch, selection_from_state(saved, self.num_samples))
         self._reports.restore(state["pending"]["indices"], state["pending"]["losses"])
         self._inflight.clear()
         self.batches_yielded = int(state["batches_yielded"])

@@ -24,7 +24,8 @@ from .config import SamplingConfig
 from .table import ImportanceTable
 
 __all__ = ["Selection", "Policy", "epoch_rng", "smoothed_probs", "assign_tiers",
-           "KIND_FULL", "KIND_WARMUP", "KIND_REFRESH", "KIND_SELECT"]
+           "index_dtype", "shuffled", "KIND_FULL", "KIND_WARMUP", "KIND_REFRESH",
+           "KIND_SELECT"]
 
 # What kind of epoch a selection is (for stats and for readers of the plan).
 KIND_FULL, KIND_WARMUP, KIND_REFRESH, KIND_SELECT = "full", "warmup", "refresh", "select"
@@ -35,8 +36,8 @@ class Selection:
     """One epoch's global plan, before it is split between ranks and into batches.
 
     Attributes:
-        indices: int64 sample indices in visiting order (may repeat if the policy draws
-            with replacement).
+        indices: sample indices in visiting order (may repeat if the policy draws with
+            replacement), of ``index_dtype(N)``: int32, int64 only for N > 2**31.
         tier: int8 tier per entry (``TIER_H``, ``TIER_L`` or ``TIER_NONE``).
         probs: float64 probability of drawing each of the N samples, when the policy
             draws non-uniformly and the loss should be weighted by ``1 / (N p)``; None
@@ -74,6 +75,22 @@ def epoch_rng(seed: int, epoch: int, stream: int = 0) -> np.random.Generator:
         [int(seed), int(epoch), int(stream)])))
 
 
+def index_dtype(n: int) -> np.dtype:
+    """Dtype of plan indices for ``n`` samples: int32 when every index fits, else int64.
+
+    A plan is held for a whole epoch (and by the cache layer), so int32 halves its
+    memory; numpy indexes with either.
+    """
+    return np.dtype(np.int32 if n <= 1 << 31 else np.int64)
+
+
+def shuffled(indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``indices`` shuffled in place and returned: the order ``rng.permutation(indices)``
+    gives (same draws, any integer dtype), without its copy."""
+    rng.shuffle(indices)
+    return indices
+
+
 def smoothed_probs(scores: np.ndarray, smoothing: float) -> np.ndarray:
     """``p = (1 - smoothing) * s / sum(s) + smoothing / N`` (uniform if ``sum(s) == 0``).
 
@@ -90,20 +107,26 @@ def smoothed_probs(scores: np.ndarray, smoothing: float) -> np.ndarray:
     return p
 
 
-def assign_tiers(scores: np.ndarray, h_share: float) -> np.ndarray:
+def assign_tiers(scores: np.ndarray, h_share: float,
+                 indices: Optional[np.ndarray] = None) -> np.ndarray:
     """Mark the top ``h_share`` of entries by score ``TIER_H`` and the rest ``TIER_L``.
 
     Args:
-        scores: importance of each planned entry.
+        scores: importance of each planned entry, or of every sample if ``indices``.
         h_share: share of entries to mark H, in [0, 1]; the count is rounded half up.
+        indices: the planned sample indices; entries are then ranked by
+            ``scores[indices]`` (gathered once and negated in place, no second copy).
     """
-    m = scores.size
+    m = scores.size if indices is None else indices.size
     tier = np.full(m, TIER_L, dtype=np.int8)
     k = min(m, int(h_share * m + 0.5))
     if k >= m:
         tier[:] = TIER_H
     elif k > 0:
-        top = np.argpartition(-scores, k - 1)[:k]
+        key = np.negative(scores) if indices is None else scores[indices]
+        if indices is not None:
+            np.negative(key, out=key)
+        top = np.argpartition(key, k - 1)[:k]
         tier[top] = TIER_H
     return tier
 

@@ -22,11 +22,14 @@ from __future__ import annotations
 import numpy as np
 
 from .base import (KIND_REFRESH, KIND_SELECT, KIND_WARMUP, Selection, assign_tiers,
-                   smoothed_probs)
+                   index_dtype, shuffled)
 from .config import SamplingConfig
 from .table import ImportanceTable
 
 __all__ = ["ImpactPolicy", "epoch_kind"]
+
+# Elements per step when keys are divided by the smoothed probabilities in place.
+_CHUNK = 1 << 16
 
 
 def epoch_kind(epoch: int, config: SamplingConfig) -> str:
@@ -41,6 +44,10 @@ def epoch_kind(epoch: int, config: SamplingConfig) -> str:
 
 class ImpactPolicy:
     """Warm-up, importance selection with stale re-evaluation, periodic refresh.
+
+    Planning allocates few and small temporaries (the main process keeps what glibc
+    once gave it): one float64 key and one int64 partition per sample at the peak, in
+    place where numpy allows; the plan itself is int32 (see ``index_dtype``).
 
     Args:
         config: uses ``warmup_epochs``, ``refresh_every``, ``trained_fraction``,
@@ -59,39 +66,63 @@ class ImpactPolicy:
         n = table.n
         scores = table.importance()
         kind = epoch_kind(epoch, cfg)
-        reevaluated = 0
+        dtype = index_dtype(n)
         if kind != KIND_SELECT:
-            chosen = rng.permutation(n).astype(np.int64, copy=False)
-        else:
-            # trained_fraction is the whole epoch: k samples chosen by importance plus
-            # r re-evaluated ones, r = reeval_share of the n - k left out.
-            budget = min(n, max(1, int(cfg.trained_fraction * n + 0.5)))
-            share = cfg.reeval_share
-            k = budget if share >= 1 and budget == n else (
-                int(round((budget - share * n) / (1 - share))) if share < 1 else 0)
-            k = min(budget, max(0, k))
-            probs = smoothed_probs(scores, cfg.smoothing)
-            # Weighted sampling without replacement: the k smallest Exp(1) / p_i.
-            # Zero-probability samples get an infinite key and come last.
-            with np.errstate(divide="ignore"):
-                keys = rng.standard_exponential(n) / probs
-            if 0 < k < n:
-                picked = np.argpartition(keys, k - 1)[:k]
-            else:
-                picked = np.arange(n) if k == n else np.empty(0, np.int64)
-            rest = np.ones(n, dtype=bool)
-            rest[picked] = False
-            rest_idx = np.flatnonzero(rest)
-            r = budget - k
-            if r > 0:
-                # Stalest first; the random fraction breaks ties between equal epochs.
-                age_key = table.last_epoch[rest_idx] + rng.random(rest_idx.size)
-                if r < rest_idx.size:
-                    stale = rest_idx[np.argpartition(age_key, r - 1)[:r]]
-                else:
-                    stale = rest_idx
-                picked = np.concatenate([picked, stale])
-                reevaluated = int(r)
-            chosen = rng.permutation(picked).astype(np.int64, copy=False)
-        tier = assign_tiers(scores[chosen], cfg.h_share)
-        return Selection(chosen, tier, None, kind, reevaluated)
+            chosen = shuffled(np.arange(n, dtype=dtype), rng)
+            return Selection(chosen, assign_tiers(scores, cfg.h_share, chosen), None, kind)
+        # trained_fraction is the whole epoch: k samples chosen by importance plus
+        # r re-evaluated ones, r = reeval_share of the n - k left out.
+        budget = min(n, max(1, int(cfg.trained_fraction * n + 0.5)))
+        share = cfg.reeval_share
+        k = budget if share >= 1 and budget == n else (
+            int(round((budget - share * n) / (1 - share))) if share < 1 else 0)
+        k = min(budget, max(0, k))
+        picked = _by_importance(scores, k, cfg.smoothing, rng, dtype)
+        r = budget - k
+        if r > 0:
+            picked = np.concatenate([picked, _stalest(table.last_epoch, picked, r, rng)])
+        chosen = shuffled(picked, rng)
+        return Selection(chosen, assign_tiers(scores, cfg.h_share, chosen), None,
+                         KIND_SELECT, max(0, r))
+
+
+def _by_importance(scores: np.ndarray, k: int, smoothing: float,
+                   rng: np.random.Generator, dtype: np.dtype) -> np.ndarray:
+    """``k`` samples drawn without replacement with probability ~ the smoothed score.
+
+    Efraimidis-Spirakis: the k smallest ``Exp(1) / p_i``, ``p = smoothed_probs(scores)``
+    computed a chunk at a time into the keys (the same float operations, so the same
+    keys). Zero-probability samples get an infinite key and come last.
+    """
+    n = scores.size
+    keys = rng.standard_exponential(n)
+    total = float(scores.sum())
+    if total > 0 and np.isfinite(total):
+        scale, floor = (1.0 - smoothing) / total, smoothing / n
+        with np.errstate(divide="ignore"):
+            for lo in range(0, n, _CHUNK):
+                p = scores[lo:lo + _CHUNK] * scale
+                p += floor
+                np.divide(keys[lo:lo + _CHUNK], p, out=keys[lo:lo + _CHUNK])
+    else:
+        keys /= 1.0 / n  # smoothed_probs is uniform then
+    if 0 < k < n:
+        return np.argpartition(keys, k - 1)[:k].astype(dtype)
+    return np.arange(n, dtype=dtype) if k == n else np.empty(0, dtype)
+
+
+def _stalest(last_epoch: np.ndarray, picked: np.ndarray, r: int,
+             rng: np.random.Generator) -> np.ndarray:
+    """The ``r`` samples not in ``picked`` scored longest ago (never scored first).
+
+    A random fraction added to the epoch breaks ties between equal epochs.
+    """
+    rest = np.ones(last_epoch.size, dtype=bool)
+    rest[picked] = False
+    rest_idx = np.flatnonzero(rest).astype(picked.dtype)
+    del rest
+    age = rng.random(rest_idx.size)
+    age += last_epoch[rest_idx]
+    if r >= rest_idx.size:
+        return rest_idx
+    return rest_idx[np.argpartition(age, r - 1)[:r]]

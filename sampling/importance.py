@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import KIND_SELECT, Selection, assign_tiers, smoothed_probs
+from .base import (KIND_SELECT, Selection, assign_tiers, index_dtype, shuffled,
+                   smoothed_probs)
 from .config import SamplingConfig
 from .table import ImportanceTable
 
@@ -44,6 +45,6 @@ class ImportancePolicy:
         u *= cdf[-1]
         drawn = np.searchsorted(cdf, u, side="right")
         np.minimum(drawn, table.n - 1, out=drawn)
-        drawn = rng.permutation(drawn.astype(np.int64, copy=False))
-        tier = assign_tiers(scores[drawn], self.config.h_share)
+        drawn = shuffled(drawn.astype(index_dtype(table.n)), rng)
+        tier = assign_tiers(scores, self.config.h_share, drawn)
         return Selection(drawn, tier, probs, KIND_SELECT)

@@ -21,7 +21,7 @@ def shard(indices: np.ndarray, tier: np.ndarray, num_replicas: int,
     """Return this rank's ``(indices, tier)`` share of a global plan.
 
     Args:
-        indices: int64 global plan.
+        indices: global plan (int32 or int64 indices).
         tier: int8 tier per entry.
         num_replicas: number of ranks, >= 1.
         rank: this rank, in [0, num_replicas).
@@ -61,7 +61,8 @@ class RankPlan:
     Attributes:
         epoch: the epoch planned.
         selection: the global ``Selection`` every rank computed identically.
-        indices: int64 this rank's share (after padding and ``drop_last``).
+        indices: this rank's share (after padding and ``drop_last``), of the global
+            plan's dtype (int32 unless N > 2**31).
         tier: int8 tier per entry of ``indices``.
         batch_size: samples per batch. num_batches: batches in the share.
         cache: scratch space for values derived from the plan (e.g. weight tensors),

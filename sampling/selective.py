@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import KIND_FULL, KIND_SELECT, Selection, assign_tiers
+from .base import (KIND_FULL, KIND_SELECT, Selection, assign_tiers, index_dtype,
+                   shuffled)
 from .config import SamplingConfig
 from .table import ImportanceTable
 
@@ -55,8 +56,8 @@ class SelectivePolicy:
                rng: np.random.Generator) -> Selection:
         """Return the kept samples in a random order."""
         keep = keep_probability(table, self.config.beta, self.config.smoothing)
-        kept = np.flatnonzero(rng.random(table.n) < keep)
-        kept = rng.permutation(kept).astype(np.int64, copy=False)
-        tier = assign_tiers(table.importance()[kept], self.config.h_share)
+        kept = np.flatnonzero(rng.random(table.n) < keep).astype(index_dtype(table.n))
+        kept = shuffled(kept, rng)
+        tier = assign_tiers(table.importance(), self.config.h_share, kept)
         kind = KIND_FULL if kept.size == table.n else KIND_SELECT
         return Selection(kept, tier, None, kind)

@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from .base import Selection
+from .base import Selection, index_dtype
 
 __all__ = ["selection_state", "selection_from_state", "check_compatible"]
 
@@ -21,12 +21,15 @@ def selection_state(selection: Selection, epoch: int) -> Dict[str, Any]:
             "probs": selection.probs}
 
 
-def selection_from_state(state: Dict[str, Any]) -> Selection:
-    """Rebuild a ``Selection`` from ``selection_state`` output."""
+def selection_from_state(state: Dict[str, Any], num_samples: int) -> Selection:
+    """Rebuild a ``Selection`` of ``num_samples`` samples from ``selection_state`` output.
+
+    Indices come back as ``index_dtype(num_samples)``, whatever dtype was saved.
+    """
     probs: Optional[np.ndarray] = None
     if state["probs"] is not None:
         probs = np.array(state["probs"], dtype=np.float64)
-    return Selection(np.array(state["indices"], dtype=np.int64),
+    return Selection(np.array(state["indices"], dtype=index_dtype(num_samples)),
                      np.array(state["tier"], dtype=np.int8), probs, str(state["kind"]),
                      int(state["reevaluated"]))
 

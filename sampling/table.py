@@ -3,7 +3,8 @@
 For N samples it holds the running score (EMA of reported losses, float64) and the epoch
 each sample was last scored (int32, -1 = never: its staleness, and whether it was ever
 scored), plus a ring buffer of the most recent reported losses (``selective`` ranks
-against it). 12 bytes per sample.
+against it). 12 bytes per sample, plus the 8 of ``importance()``'s shared array once
+asked for.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ class ImportanceTable:
 
     ``update`` validates and applies; ``check`` and ``apply`` are the two halves, so a
     distributed sampler can validate locally and apply the merged updates of every rank.
+
+    Change ``score`` and ``last_epoch`` only through ``update``, ``apply`` or
+    ``load_state_dict``: ``importance()`` keeps its array until one of them runs.
 
     Duplicate rule: when one call names a sample several times, its losses are averaged
     and the EMA takes one step with the mean (order-independent, hence deterministic).
@@ -48,6 +52,8 @@ class ImportanceTable:
         self._window = np.zeros(int(window), dtype=np.float64)
         self._wpos = 0
         self._wfill = 0
+        self._version = 0  # bumped by every change of score / last_epoch
+        self._importance: Optional[Tuple[int, np.ndarray]] = None  # (version, array)
 
     # ------------------------------------------------------------------ updates
     def check(self, indices: Any, losses: Any, *, nonfinite: str = "raise"
@@ -125,6 +131,11 @@ class ImportanceTable:
         old = self.score[indices]
         self.score[indices] = np.where(seen, old + self.ema_weight * (losses - old), losses)
         self.last_epoch[indices] = epoch
+        self._changed()
+
+    def _changed(self) -> None:
+        self._version += 1
+        self._importance = None  # a stale array is not kept alive by the table
 
     def update(self, indices: Any, losses: Any, *, epoch: int,
                nonfinite: str = "raise") -> int:
@@ -176,9 +187,22 @@ class ImportanceTable:
         return float(self.score.sum() / count)
 
     def importance(self) -> np.ndarray:
-        """Score of every sample (float64, length n), the prior where never scored."""
+        """Score of every sample (float64, length n), the prior where never scored.
+
+        Read-only and shared: one array is built and returned again until the table
+        changes, so an epoch's planning and the cache layer (which holds it for the
+        epoch) share one N-sized array. Copy it to modify it.
+        """
+        cached = self._importance
+        version = self._version
+        if cached is not None and cached[0] == version:
+            return cached[1]
         scored = self.scored
-        return np.where(scored, self.score, self._prior(scored))
+        imp = np.where(scored, self.score, self._prior(scored))
+        imp.flags.writeable = False
+        if version == self._version:  # not changed meanwhile (another thread may ask)
+            self._importance = (version, imp)
+        return imp
 
     def staleness(self, epoch: int) -> np.ndarray:
         """Epochs since each sample was last scored (``epoch + 1`` if never), int64."""
@@ -232,6 +256,7 @@ class ImportanceTable:
         self._window = np.array(state["window"], dtype=np.float64)
         self._wpos = int(state["window_pos"])
         self._wfill = int(state["window_fill"])
+        self._changed()
 
 
 def _few(values: np.ndarray, limit: int = 8) -> str:

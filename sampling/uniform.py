@@ -11,7 +11,7 @@ import numpy as np
 
 from impact_loader.plan import TIER_L
 
-from .base import KIND_FULL, Selection, no_tiers
+from .base import KIND_FULL, Selection, index_dtype, no_tiers, shuffled
 from .config import SamplingConfig
 from .table import ImportanceTable
 
@@ -36,7 +36,7 @@ class UniformPolicy:
     def select(self, table: ImportanceTable, epoch: int,
                rng: np.random.Generator) -> Selection:
         """Return a permutation of ``range(table.n)`` drawn from ``rng``."""
-        order = rng.permutation(table.n).astype(np.int64, copy=False)
+        order = shuffled(np.arange(table.n, dtype=index_dtype(table.n)), rng)
         tier = no_tiers(order.size)
         if self.config.h_share == 0:
             tier[:] = TIER_L

@@ -70,7 +70,8 @@ def test_plans_carry_tier_epoch_position_and_counter():
     assert sampler.batches_yielded == 5
     idx, tier = sampler.epoch_plan()
     assert np.array_equal(idx, np.concatenate([p.indices for p in plans]))
-    assert np.array_equal(tier, tiers) and idx.dtype == np.int64 and tier.dtype == np.int8
+    assert np.array_equal(tier, tiers) and idx.dtype == np.int32 and tier.dtype == np.int8
+    assert all(p.indices.dtype == np.int64 for p in plans)  # batches widen the plan's int32
     assert pickle.loads(pickle.dumps(plans[0])).indices.tolist() == plans[0].indices.tolist()
 
 

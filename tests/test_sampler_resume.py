@@ -89,6 +89,18 @@ def test_state_shares_the_live_table_deepcopy_freezes_it():
     assert t.table.score[3] == 7.0  # loading copies
 
 
+def test_a_saved_int64_plan_restores_as_the_int32_plan():
+    a = _make("impact")
+    a.set_epoch(2)
+    plan = a.epoch_plan()[0]
+    state = copy.deepcopy(a.state_dict())
+    state["plan"]["indices"] = state["plan"]["indices"].astype(np.int64)  # older states
+    b = _make("impact")
+    b.load_state_dict(state)
+    restored = b.epoch_plan()[0]
+    assert restored.dtype == plan.dtype == np.int32 and np.array_equal(restored, plan)
+
+
 def test_mismatched_state_is_refused():
     state = _make("impact").state_dict()
     with pytest.raises(ValueError, match="policy='impact'.*policy='uniform'"):

@@ -6,6 +6,7 @@ import pytest
 from impact_loader.plan import TIER_H, TIER_L, TIER_NONE
 from impact_loader.sampling import (POLICIES, ImportanceTable, SamplingConfig, epoch_rng,
                                     make_policy)
+from impact_loader.sampling.base import index_dtype, shuffled
 from impact_loader.sampling.impact import epoch_kind
 
 
@@ -30,7 +31,7 @@ def test_contract(name, scored):
         again = make_policy(name, cfg).select(t, epoch, epoch_rng(7, epoch))
         np.testing.assert_array_equal(sel.indices, again.indices)  # pure function
         np.testing.assert_array_equal(sel.tier, again.tier)
-        assert sel.indices.dtype == np.int64 and sel.tier.dtype == np.int8
+        assert sel.indices.dtype == np.int32 and sel.tier.dtype == np.int8
         assert sel.indices.shape == sel.tier.shape
         assert sel.indices.size > 0
         assert sel.indices.min() >= 0 and sel.indices.max() < t.n
@@ -40,6 +41,13 @@ def test_contract(name, scored):
             assert sel.probs.min() > 0
     other = policy.select(t, 1, epoch_rng(8, 1))
     assert not np.array_equal(other.indices, policy.select(t, 1, epoch_rng(7, 1)).indices)
+
+
+def test_index_dtype_and_in_place_shuffle():
+    assert index_dtype(1 << 31) == np.int32 and index_dtype((1 << 31) + 1) == np.int64
+    for n in (1, 10, 1001):
+        a = shuffled(np.arange(n, dtype=np.int32), epoch_rng(3, 1))
+        assert a.dtype == np.int32 and np.array_equal(a, epoch_rng(3, 1).permutation(n))
 
 
 def test_unknown_policy_lists_names():

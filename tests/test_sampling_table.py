@@ -29,6 +29,24 @@ def test_prior_is_mean_of_scored_or_configured():
     assert fixed.importance().tolist() == [5.0, 0.25, 0.25]
 
 
+def test_importance_is_one_read_only_array_until_the_table_changes():
+    t = ImportanceTable(4)
+    imp = t.importance()
+    assert t.importance() is imp and not imp.flags.writeable
+    with pytest.raises(ValueError):
+        imp[0] = 5.0
+    t.update([0, 1], [2.0, 4.0], epoch=0)
+    assert imp.tolist() == [1.0] * 4  # what the holder had is not rewritten
+    assert t.importance() is not imp and t.importance().tolist() == [2.0, 4.0, 3.0, 3.0]
+    t.update(np.zeros(0, np.int64), np.zeros(0), epoch=1)  # an empty report changes nothing
+    assert t.importance() is t.importance()
+    state = ImportanceTable(4)
+    state.update([3], [8.0], epoch=0)
+    before = t.importance()
+    t.load_state_dict(state.state_dict())
+    assert t.importance() is not before and t.importance().tolist() == [8.0] * 4
+
+
 def test_duplicates_in_one_call_are_averaged_in_any_order():
     a, b = ImportanceTable(3, ema_weight=0.5), ImportanceTable(3, ema_weight=0.5)
     for t in (a, b):
