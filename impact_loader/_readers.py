@@ -70,7 +70,10 @@ class ReaderCore:
         self.read_seconds = 0.0
         self.cpu_seconds = 0.0  # reader-thread CPU outside read_many (bookkeeping)
         self.latency = Histogram()
-        self.latency_ema: Optional[float] = None
+        self.latency_ema: Optional[float] = None  # one read_many call
+        # A whole job, submit to stored: its reads queue behind earlier jobs' and share
+        # the storage's requests in flight and bandwidth.
+        self.job_seconds_ema: Optional[float] = None
 
     # -- one reader thread ----------------------------------------------------------
     def loop(self) -> None:
@@ -160,8 +163,11 @@ class ReaderCore:
                     job.error, job.failed = exc, job.got_indices[:8]
                     self.failed += 1
             else:
+                secs = time.perf_counter() - job.submitted
                 with self.lock:
                     self.jobs_done += 1
+                    ema = self.job_seconds_ema
+                    self.job_seconds_ema = secs if ema is None else 0.8 * ema + 0.2 * secs
             job.got_indices, job.got_raws = [], []
         with self.lock:
             self.cpu_seconds += cpu + time.thread_time() - t1

@@ -168,7 +168,9 @@ class Prefetcher:
         core = self._core
         job.submitted = time.perf_counter()
         self.jobs_submitted += 1
-        if not job.remaining:
+        if not job.remaining:  # nothing to read (every sample cached): done now
+            with core.lock:
+                core.jobs_done += 1
             if core.on_done is not None:
                 core.on_done(job)
             return job
@@ -221,13 +223,17 @@ class Prefetcher:
         return max(0, self.jobs_submitted - core.jobs_done - core.failed)
 
     def lookahead(self) -> int:
-        """Batches to keep submitted ahead: call latency / time per batch, plus slack."""
-        lat = self._core.latency_ema
+        """Batches to keep submitted ahead: the time a batch's reads take, from submit
+        to stored (or twice one call's latency, if longer), over the time per batch,
+        plus slack."""
+        core = self._core
+        lat = core.latency_ema
         times = self._consumed_at
         if lat is None or len(times) < 2:
             return min(self.max_lookahead, 4)
+        lat = max(2 * lat, core.job_seconds_ema or 0.0)
         per_batch = max((times[-1] - times[0]) / (len(times) - 1), 1e-4)
-        return int(min(self.max_lookahead, max(2, np.ceil(2 * lat / per_batch) + 2)))
+        return int(min(self.max_lookahead, max(2, np.ceil(lat / per_batch) + 2)))
 
     @property
     def on_low(self) -> Optional[Callable[[], None]]:

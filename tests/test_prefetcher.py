@@ -239,3 +239,13 @@ def test_reads_stay_near_queue_order_behind_an_unfair_source():
     window = 8
     for n in range(0, 200 - window, 17):
         assert order.index(n) < min(order.index(m) for m in range(n + window, 200))
+
+
+def test_a_job_with_nothing_to_read_is_done_and_not_pending():
+    pf = Prefetcher(PlainSource(make_samples(8)), lambda idx, raws: None, threads=1)
+    try:
+        job = pf.submit(ReadJob(np.empty(0, np.int64), tag=0))
+        assert job.done.is_set()
+        assert pf.pending == 0
+    finally:
+        pf.close()
