@@ -46,8 +46,9 @@ class ImpactPolicy:
     """Warm-up, importance selection with stale re-evaluation, periodic refresh.
 
     Planning allocates few and small temporaries (the main process keeps what glibc
-    once gave it): one float64 key and one int64 partition per sample at the peak, in
-    place where numpy allows; the plan itself is int32 (see ``index_dtype``).
+    once gave it): the float64 scores, one float64 key and one int64 partition per
+    sample at the peak, in place where numpy allows; the plan itself is int32 (see
+    ``index_dtype``).
 
     Args:
         config: uses ``warmup_epochs``, ``refresh_every``, ``trained_fraction``,
@@ -64,7 +65,7 @@ class ImpactPolicy:
         """Return the plan of ``epoch``: everything, or selected + re-evaluated samples."""
         cfg = self.config
         n = table.n
-        scores = table.importance()
+        scores = table.importance_exact()
         kind = epoch_kind(epoch, cfg)
         dtype = index_dtype(n)
         if kind != KIND_SELECT:

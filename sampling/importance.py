@@ -35,7 +35,7 @@ class ImportancePolicy:
     def select(self, table: ImportanceTable, epoch: int,
                rng: np.random.Generator) -> Selection:
         """Draw ``table.n`` indices i.i.d. from the smoothed score distribution."""
-        scores = table.importance()
+        scores = table.importance_exact()
         probs = smoothed_probs(scores, self.config.smoothing)
         cdf = np.cumsum(probs)
         # Inverse-CDF sampling; scaling by cdf[-1] absorbs float rounding in the sum.

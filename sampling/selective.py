@@ -58,6 +58,6 @@ class SelectivePolicy:
         keep = keep_probability(table, self.config.beta, self.config.smoothing)
         kept = np.flatnonzero(rng.random(table.n) < keep).astype(index_dtype(table.n))
         kept = shuffled(kept, rng)
-        tier = assign_tiers(table.importance(), self.config.h_share, kept)
+        tier = assign_tiers(table.importance_exact(), self.config.h_share, kept)
         kind = KIND_FULL if kept.size == table.n else KIND_SELECT
         return Selection(kept, tier, None, kind)

@@ -3,8 +3,8 @@
 For N samples it holds the running score (EMA of reported losses, float64) and the epoch
 each sample was last scored (int32, -1 = never: its staleness, and whether it was ever
 scored), plus a ring buffer of the most recent reported losses (``selective`` ranks
-against it). 12 bytes per sample, plus the 8 of ``importance()``'s shared array once
-asked for.
+against it). 12 bytes per sample, plus the 4 of ``importance()``'s shared float32
+array while someone holds it.
 """
 
 from __future__ import annotations
@@ -187,22 +187,27 @@ class ImportanceTable:
         return float(self.score.sum() / count)
 
     def importance(self) -> np.ndarray:
-        """Score of every sample (float64, length n), the prior where never scored.
+        """Score of every sample (float32, length n), the prior where never scored.
 
-        Read-only and shared: one array is built and returned again until the table
-        changes, so an epoch's planning and the cache layer (which holds it for the
-        epoch) share one N-sized array. Copy it to modify it.
+        For holders: the cache layer keeps it for a whole epoch (its heap keys are
+        float32 already). Read-only and shared: one array is built and returned again
+        until the table changes, so the epoch's holders share it. Copy it to modify it.
+        Planning ranks with ``importance_exact``.
         """
         cached = self._importance
         version = self._version
         if cached is not None and cached[0] == version:
             return cached[1]
-        scored = self.scored
-        imp = np.where(scored, self.score, self._prior(scored))
+        imp = self.importance_exact().astype(np.float32)
         imp.flags.writeable = False
         if version == self._version:  # not changed meanwhile (another thread may ask)
             self._importance = (version, imp)
         return imp
+
+    def importance_exact(self) -> np.ndarray:
+        """``importance()`` in float64, a fresh array (what the policies plan with)."""
+        scored = self.scored
+        return np.where(scored, self.score, self._prior(scored))
 
     def staleness(self, epoch: int) -> np.ndarray:
         """Epochs since each sample was last scored (``epoch + 1`` if never), int64."""
@@ -210,7 +215,7 @@ class ImportanceTable:
 
     def ranks(self) -> np.ndarray:
         """Rank of each sample by importance, 0 = least important (ties by index)."""
-        order = np.argsort(self.importance(), kind="stable")
+        order = np.argsort(self.importance_exact(), kind="stable")
         ranks = np.empty(self.n, dtype=np.int64)
         ranks[order] = np.arange(self.n)
         return ranks

@@ -32,12 +32,14 @@ def test_prior_is_mean_of_scored_or_configured():
 def test_importance_is_one_read_only_array_until_the_table_changes():
     t = ImportanceTable(4)
     imp = t.importance()
-    assert t.importance() is imp and not imp.flags.writeable
+    assert t.importance() is imp and not imp.flags.writeable and imp.dtype == np.float32
     with pytest.raises(ValueError):
         imp[0] = 5.0
     t.update([0, 1], [2.0, 4.0], epoch=0)
     assert imp.tolist() == [1.0] * 4  # what the holder had is not rewritten
     assert t.importance() is not imp and t.importance().tolist() == [2.0, 4.0, 3.0, 3.0]
+    exact = t.importance_exact()
+    assert exact.dtype == np.float64 and exact.flags.writeable and exact.tolist() == [2, 4, 3, 3]
     t.update(np.zeros(0, np.int64), np.zeros(0), epoch=1)  # an empty report changes nothing
     assert t.importance() is t.importance()
     state = ImportanceTable(4)
