@@ -233,14 +233,14 @@ class CacheDirectory:
         Raises:
             ValueError: ``importance`` does not have one value per sample.
         """
-        importance = np.asarray(importance, np.float64)
+        importance = np.asarray(importance)  # no copy: only cached entries are read
         if importance.shape != (self.n_samples,):
             raise ValueError(f"importance has shape {importance.shape}; rescore_cached "
                              f"needs one value per sample, shape ({self.n_samples},)")
         slots = (self._index_of >= 0).nonzero()[0]
         if not len(slots):
             return
-        imp = importance[self._index_of[slots]]
+        imp = importance[self._index_of[slots]].astype(np.float64, copy=False)
         keep = ~np.isnan(imp)
         if np.count_nonzero(keep) < len(keep):
             slots, imp = slots[keep], imp[keep]
