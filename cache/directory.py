@@ -221,10 +221,7 @@ class CacheDirectory:
     def update_importance(self, indices, importance) -> None:
         """New importance for samples; cached ones update the policy's shadow order."""
         idx, imp = check_updates(indices, importance, self.n_samples)
-        slots = self._slot_of[idx].astype(np.int64)
-        keep = (slots >= 0) & ~np.isnan(imp)
-        if np.count_nonzero(keep):
-            self.policy.update(slots[keep], imp[keep])
+        self._update_cached(self._slot_of[idx].astype(np.int64), imp)
 
     def rescore_cached(self, importance) -> None:
         """New importance of every sample (array of ``n_samples``), applied to the
@@ -238,13 +235,15 @@ class CacheDirectory:
             raise ValueError(f"importance has shape {importance.shape}; rescore_cached "
                              f"needs one value per sample, shape ({self.n_samples},)")
         slots = (self._index_of >= 0).nonzero()[0]
-        if not len(slots):
-            return
-        imp = importance[self._index_of[slots]].astype(np.float64, copy=False)
-        keep = ~np.isnan(imp)
-        if np.count_nonzero(keep) < len(keep):
-            slots, imp = slots[keep], imp[keep]
-        self.policy.update(slots, imp)
+        self._update_cached(slots, importance[self._index_of[slots]].astype(np.float64,
+                                                                             copy=False))
+
+    def _update_cached(self, slots: np.ndarray, imp: np.ndarray) -> None:
+        """``policy.update`` for the entries among ``slots`` (-1: not cached) whose
+        importance ``imp`` is known (not NaN)."""
+        keep = (slots >= 0) & ~np.isnan(imp)
+        if np.count_nonzero(keep):
+            self.policy.update(slots[keep], imp[keep])
 
     def slot_of(self, index: int) -> int:
         """Store slot currently holding (or reserved for) ``index``; -1 if none."""

@@ -45,7 +45,7 @@ import numpy as np
 
 from ._annotator import Annotator
 from .errors import PrefetchError
-from .plan import LOC_H, TIER_H, TIER_L, BatchPlan
+from .plan import LOC_H, LOC_L, TIER_H, TIER_L, BatchPlan
 from .prefetcher import Prefetcher
 
 __all__ = ["CachePipeline", "cap_h_tier"]
@@ -90,12 +90,6 @@ class CachePipeline:
         self.sampler = sampler
         self.directory = dataset.directory
         self.tiers = bool(tiers)
-        config = self.directory.config
-        # Records the H-cache holds, when there is an L-cache to serve the rest.
-        self.h_records: Optional[int] = None
-        if config.policy == "importance" and config.l_bytes >= config.block_bytes:
-            self.h_records = self.directory.store.pool_blocks(LOC_H) // max(
-                1, int(getattr(dataset, "record_blocks", 1)))
         self.wait_timeout = float(wait_timeout)
         self._lock = threading.Lock()  # the directory is not thread-safe
         # Samples to keep queued for the readers: a full chunk for every thread, twice.
@@ -112,6 +106,11 @@ class CachePipeline:
                                    tiers=self.tiers, backlog_target=backlog,
                                    failed=lambda seq: in_order.done(seq, False))
         self.annotator.seq = int(first_seq) - 1
+        # Records the H-cache holds, when an L-cache (the annotator's turnover pool)
+        # serves the rest.
+        self.h_records: Optional[int] = (
+            self.directory.store.pool_blocks(LOC_H) // self.annotator.record_blocks
+            if LOC_L in self.annotator.turnover else None)
         self.prefetcher.on_low = self.annotator.kick
         self.prefetcher.on_done = in_order.job_done
         self._handed: deque = deque()  # jobs of batches handed over, not yet checked
