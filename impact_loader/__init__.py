@@ -4,6 +4,7 @@ Public names are imported here and listed in ``__all__``; see the README for a t
 """
 
 from .arrow_source import ArrowSource, write_arrow
+from .collate import InlineCollate
 from .errors import (CorruptRecordError, DatasetExistsError, DatasetNotFoundError,
                      ImpactLoaderError, NotADatasetError, PortInUseError, PrefetchError,
                      SchemaMismatchError, SourceError)
@@ -32,6 +33,7 @@ __all__ = [
     "ImpactLoader",
     "ImpactLoaderError",
     "ImportanceSampler",
+    "InlineCollate",
     "LMDBSource",
     "NotADatasetError",
     "PROFILES",

@@ -8,6 +8,7 @@ from typing import Any, Dict, Iterator, List
 from torch.utils.data import DataLoader
 
 from ._metrics_histogram import Histogram
+from .collate import DEFAULT_INLINE_BYTES, InlineCollate, checked_size
 from .sampler import ImportanceSampler
 
 __all__ = ["ImpactLoader"]
@@ -28,6 +29,10 @@ class ImpactLoader(DataLoader):
         drop_last: drop the last incomplete batch.
         sampler_options: keyword arguments for :class:`ImportanceSampler`
             (``num_replicas``, ``rank``, ``config`` or config fields).
+        inline_bytes: with workers, batch tensors up to this many bytes are sent to
+            the training process inside the batch's message instead of through a
+            shared-memory segment each (see :class:`InlineCollate`: much cheaper for
+            small tensors); 0 keeps PyTorch's path for every tensor.
         **dataloader_kwargs: passed to ``DataLoader`` (``num_workers``,
             ``pin_memory``, ``collate_fn``, ``persistent_workers``, ...).
 
@@ -41,7 +46,8 @@ class ImpactLoader(DataLoader):
 
     def __init__(self, dataset: Any, batch_size: int, *, policy: str = "impact",
                  seed: int = 0, drop_last: bool = False,
-                 sampler_options: Dict[str, Any] = None, **dataloader_kwargs: Any) -> None:
+                 sampler_options: Dict[str, Any] = None,
+                 inline_bytes: int = DEFAULT_INLINE_BYTES, **dataloader_kwargs: Any) -> None:
         for bad in ("sampler", "batch_sampler", "shuffle", "batch_size"):
             if bad in dataloader_kwargs:
                 raise ValueError(f"{bad}= cannot be given to ImpactLoader, which builds "
@@ -50,10 +56,14 @@ class ImpactLoader(DataLoader):
         sampler = ImportanceSampler(dataset, batch_size, policy=policy, seed=seed,
                                     drop_last=drop_last, **(sampler_options or {}))
         workers = dataloader_kwargs.get("num_workers", 0)
+        collate = dataloader_kwargs.get("collate_fn")
+        inline = collate if isinstance(collate, InlineCollate) \
+            else InlineCollate(collate, checked_size(inline_bytes, "inline_bytes"))
         if workers > 0:
             # Workers that live across epochs: restarting them each epoch costs a
             # fork (or a spawn and import) per worker, which a fast job notices.
             dataloader_kwargs.setdefault("persistent_workers", True)
+            dataloader_kwargs["collate_fn"] = inline
         pipeline = getattr(dataset, "pipeline", None)
         if pipeline is not None:
             # How many batches the DataLoader may hold ahead of the loop (the safe
