@@ -15,7 +15,6 @@ in one machine word. NaN keys are rejected.
 
 from __future__ import annotations
 
-import heapq
 import math
 import struct
 from array import array
@@ -204,25 +203,34 @@ class LazyMinHeap:
         return other
 
     def compact(self) -> None:
-        """Drop every dead entry in O(entries): a numpy filter, then ``heapq.heapify``
-        (C) on the survivors."""
+        """Drop every dead entry in O(entries log entries), in numpy: the live entries,
+        sorted, form a valid heap.
+
+        Runs at every epoch boundary on ~k entries: no Python object per entry (a
+        list of k ints would cost pymalloc arenas that stay mapped).
+        """
         h = np.frombuffer(self._heap, np.uint64)
-        cur = np.frombuffer(self._cur, np.uint32)
-        live = cur[(h & np.uint64(0xFFFFFFFF)).astype(np.int64)] == (h >> np.uint64(32))
+        items = (h & np.uint64(0xFFFFFFFF)).view(np.int64)
+        live = np.frombuffer(self._cur, np.uint32)[items] == (h >> np.uint64(32))
+        del items
         if np.count_nonzero(live) == len(live):
             return
-        entries = h[live].tolist()
-        del h, cur
-        heapq.heapify(entries)
-        self._heap = array("Q", entries)
+        entries = h[live]
+        del h, live  # views of the old entries
+        entries.sort()
+        self._heap = _heap_array(entries)
 
     def rebuild(self) -> None:
         """Drop every dead entry: the live entries, sorted, form a valid heap."""
         cur = np.frombuffer(self._cur, np.uint32)
-        items = cur.nonzero()[0].astype(np.uint64)
-        entries = np.sort((cur[items.astype(np.int64)].astype(np.uint64) << np.uint64(32))
-                          | items)
-        self._heap = array("Q", entries.tobytes())
+        items = cur.nonzero()[0]
+        entries = cur[items].astype(np.uint64)
+        del cur  # a live view would pin ``_cur`` (grow() extends it)
+        entries <<= np.uint64(32)
+        entries |= items.view(np.uint64)  # item ids are >= 0
+        del items
+        entries.sort()
+        self._heap = _heap_array(entries)
 
     # ---------------------------------------------------------------- internals
     def _maybe_rebuild(self) -> None:
@@ -263,3 +271,10 @@ class LazyMinHeap:
             i = child
             child = 2 * i + 1
         heap[i] = last
+
+
+def _heap_array(entries: np.ndarray) -> array:
+    """``array('Q')`` holding the uint64 ``entries`` (one copy, no bytes in between)."""
+    out = array("Q")
+    out.frombytes(memoryview(entries).cast("B"))
+    return out

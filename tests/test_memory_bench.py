@@ -12,6 +12,8 @@ import importlib.util
 import json
 import math
 import os
+import platform
+import sys
 
 import pytest
 
@@ -57,6 +59,10 @@ def test_report_is_complete(quick):
         assert run["structures"], "no heap structure found behind the sampler"
     for kind, p in report["figures"]["per_sample"].items():
         assert all(math.isfinite(v) for v in p.values()), kind
+    arenas = report["figures"]["malloc"]
+    if platform.libc_ver()[0] == "glibc":  # the arenas behind the main process's heap
+        assert set(arenas) == {"main_sys", "main_free", "threads_sys", "threads_free"}
+        assert all(v["large"] >= 0 and math.isfinite(v["slope"]) for v in arenas.values())
     assert len(report["targets"]) == 7
     assert all(isinstance(t["met"], bool) and t["figure"] for t in report["targets"])
 
@@ -102,3 +108,15 @@ def test_usage_errors(capsys):
             bench.parse_args(argv)
         assert exc.value.code == 2
     assert "--cache-fraction=2.0 must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_malloc_info_parsed_per_arena():
+    sys.path.insert(0, os.path.dirname(BENCH))
+    from memlib.malloc import _arena_sizes
+    xml = ('<malloc version="1"><heap nr="0"><sizes></sizes>'
+           '<total type="fast" count="2" size="64"/><total type="rest" count="3" size="900"/>'
+           '<system type="current" size="4096"/><system type="max" size="8192"/></heap>'
+           '<heap nr="1"><total type="fast" count="0" size="0"/>'
+           '<total type="rest" count="1" size="100"/><system type="current" size="1000"/>'
+           '</heap><total type="fast" count="2" size="64"/></malloc>')
+    assert _arena_sizes(xml) == [(0, 4096, 964), (1, 1000, 100)]

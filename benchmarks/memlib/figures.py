@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-__all__ = ["TARGET_BYTES_PER_SAMPLE", "MAIN_KINDS", "growth", "figures",
-           "structure_slopes", "targets"]
+__all__ = ["TARGET_BYTES_PER_SAMPLE", "MAIN_KINDS", "MALLOC_KINDS", "growth", "figures",
+           "malloc_slopes", "structure_slopes", "targets"]
 
 TARGET_BYTES_PER_SAMPLE = 100
 #: Worker growth (private bytes) from the end of epoch 1 to the last epoch that still
@@ -75,7 +75,22 @@ def figures(small: dict, large: dict) -> dict:
         out["per_sample"][k] = {"at_n": g_l[k] / n_l, "slope": slope,
                                 "fixed_bytes": g_s[k] - slope * n_s}
     out["flat_limit_bytes"] = max(FLAT_BYTES_PER_SAMPLE * n_l, FLAT_FLOOR_BYTES)
+    out["malloc"] = malloc_slopes(small, large)
     return out
+
+
+MALLOC_KINDS = ("main_sys", "main_free", "threads_sys", "threads_free")
+
+
+def malloc_slopes(small: dict, large: dict) -> Dict[str, dict]:
+    """glibc arenas at the last epoch of each run: MiB, and bytes per additional sample
+    (empty off glibc, or for reports made before the arenas were recorded)."""
+    a, b = (run["epochs"][-1].get("malloc") or {} for run in (small, large))
+    if not a or not b:
+        return {}
+    n = large["samples"] - small["samples"]
+    return {k: {"small": a[k], "large": b[k], "slope": (b[k] - a[k]) / n}
+            for k in MALLOC_KINDS}
 
 
 def structure_slopes(small: dict, large: dict, min_per_sample: float = 0.25) -> List[dict]:

@@ -67,6 +67,12 @@ def print_report(report: dict) -> None:
           f"{len(large['epochs'])}: N={n_s} "
           f"{fig['small']['worker_growth'] / 2**20:+.2f} MiB, N={n_l} "
           f"{fig['large']['worker_growth'] / 2**20:+.2f} MiB")
+    arenas = fig.get("malloc")
+    if arenas:
+        print("  glibc arenas at the last epoch (main thread's; all other threads' summed), "
+              "MiB and B/extra sample: " + ", ".join(
+                  f"{k} {v['small'] / 2**20:.1f} -> {v['large'] / 2**20:.1f} "
+                  f"({v['slope']:+.1f})" for k, v in arenas.items()))
     killed = report.get("killed")
     if killed is not None:
         print(f"\nSIGKILLed child: {json.dumps(killed)}")

@@ -21,6 +21,7 @@ from impact_loader.sampling.trim import release_free_heap
 from impact_loader.synthetic import synthetic_samples
 
 from .heap import structure_costs, tracemalloc_top
+from .malloc import malloc_arenas
 from .procfs import (alive, memfd_fds, proc_memory, reset_peak, shm_entries, shm_held,
                      split_shm, wait_until)
 
@@ -115,7 +116,8 @@ def measure(args) -> dict:
         held["shm"].update(shm_held([os.getpid(), *pids]))
         row = {"epoch": epoch + 1, "seconds": time.perf_counter() - start,
                "samples": delivered, "main": proc_memory(source_dir=path),
-               "workers": [proc_memory(pid, source_dir=path) for pid in pids]}
+               "workers": [proc_memory(pid, source_dir=path) for pid in pids],
+               "malloc": malloc_arenas()}
         if args.tracemalloc:
             row["traced"], row["traced_peak"] = tracemalloc.get_traced_memory()
             tracemalloc.reset_peak()
