@@ -32,6 +32,7 @@ turned private, which leaves RSS unchanged).
     python benchmarks/memory.py --quick           # smoke run on small data
     python benchmarks/memory.py --tracemalloc     # plus the Python heap by allocation site
     python benchmarks/memory.py --gc-freeze       # gc.freeze() before the workers fork
+    python benchmarks/memory.py --malloc-arena-max 2   # glibc arenas shared by threads
 
 This file is the command line; the work is in ``memlib/`` next to it (/proc readers,
 the measured run, the kill check, figures and targets, the printed report).
@@ -93,6 +94,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="call gc.freeze() before the workers fork (tests whether worker "
                         "copy-on-write growth comes from garbage collections touching "
                         "inherited objects)")
+    p.add_argument("--malloc-arena-max", type=int, default=0, metavar="K",
+                   help="run the measured interpreters with MALLOC_ARENA_MAX=K (glibc: "
+                        "at most K malloc arenas, so the 16 prefetch threads share them "
+                        "instead of keeping one each); default 0: glibc's default, 8 per "
+                        "core")
     p.add_argument("--no-kill", action="store_true", help="skip the SIGKILL check")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 4000 records (and 1000), 3 epochs, batch 128")
@@ -108,6 +114,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if args.samples < least or args.epochs < 1 or args.workers < 0 or args.batch_size < 1:
         p.error(f"--samples={args.samples} must be >= 2000 (two runs, N and N/8 >= 1000), "
                 "--epochs and --batch-size >= 1, --workers >= 0")
+    if args.malloc_arena_max < 0:
+        p.error(f"--malloc-arena-max={args.malloc_arena_max} must be >= 0 (0: glibc's "
+                "default)")
     if not 0.0 < args.cache_fraction <= 1.0:
         p.error(f"--cache-fraction={args.cache_fraction} must be in (0, 1]")
     return args

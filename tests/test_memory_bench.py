@@ -103,7 +103,7 @@ def test_sigkilled_owner_leaves_nothing(quick):
 
 def test_usage_errors(capsys):
     bench = _load()
-    for argv in (["--samples", "10"], ["--cache-fraction", "2"]):
+    for argv in (["--samples", "10"], ["--cache-fraction", "2"], ["--malloc-arena-max", "-1"]):
         with pytest.raises(SystemExit) as exc:
             bench.parse_args(argv)
         assert exc.value.code == 2

@@ -183,7 +183,10 @@ def run_measure(args, n: int, path: str, record: float) -> dict:
                                                                    "--out", out]
         cmd += [flag for flag, on in (("--tracemalloc", args.tracemalloc),
                                       ("--gc-freeze", args.gc_freeze)) if on]
-        subprocess.run(cmd, check=True)
+        env = None
+        if args.malloc_arena_max:  # glibc reads it at start-up: only a fresh process
+            env = dict(os.environ, MALLOC_ARENA_MAX=str(args.malloc_arena_max))
+        subprocess.run(cmd, check=True, env=env)
         with open(out) as f:
             return json.load(f)
     finally:
