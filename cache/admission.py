@@ -23,7 +23,7 @@ that the directory file holds the protocol and this one the room arithmetic:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .annotation import BatchBuilder
     from .directory import CacheDirectory
 
-__all__ = ["admit", "admit_misses", "evict", "first_occurrences"]
+__all__ = ["admit", "admit_misses", "evict", "first_occurrences", "uncount_pending"]
 
 
 def first_occurrences(values: np.ndarray) -> np.ndarray:
@@ -57,27 +57,31 @@ def admit(d: "CacheDirectory", pool: int, cand: np.ndarray, importance: np.ndarr
     ok = np.zeros(n, bool)
     if not n:
         return ok
-    store, est, done = d.store, d._est_blocks, 0
-    floor = d.policy.admission_floor(pool) if pool != LOC_STAGING else -np.inf
+    store, policy, est, done = d.store, d.policy, d._est_blocks, 0
+    staging = pool == LOC_STAGING
+    floor = -np.inf if staging else policy.admission_floor(pool)
     if floor > -np.inf and _room(d, pool, est) == 0:
         # Full: only misses that beat the policy's floor can claim a victim's room.
         keep = importance > floor
-        if np.count_nonzero(keep) < len(keep):
-            at = keep.nonzero()[0]
-            ok[at] = admit(d, pool, cand[at], importance[at], seq) if len(at) else False
+        n_keep = np.count_nonzero(keep)
+        if n_keep < n:
+            if n_keep:
+                at = keep.nonzero()[0]
+                ok[at] = admit(d, pool, cand[at], importance[at], seq)
             return ok
-    order = d.policy.admit_order(pool, importance) if pool != LOC_STAGING else None
+    order = None if staging else policy.admit_order(pool, importance)
     if order is not None:
         cand, importance = cand[order], importance[order]
+    slots = store._t
     while done < n:
         units = _room(d, pool, est)
-        free = store.free_slot_count()
+        free = slots.free_count()
         room = min(units, free, n - done)
         if room > 0:
             _reserve(d, pool, cand[done:done + room], importance[done:done + room], seq)
             done += room
             continue
-        if pool == LOC_STAGING:
+        if staging:
             break
         if units > 0:  # short of slots, not of bytes
             if store.reclaimable_slots() > free:
@@ -85,11 +89,11 @@ def admit(d: "CacheDirectory", pool: int, cand: np.ndarray, importance: np.ndarr
             want = 1
         else:
             want = n - done  # each victim frees about one estimated record
-        victims = d.policy.victims(pool, importance[done:done + want], want)
+        victims = policy.victims(pool, importance[done:done + want], want)
         if not len(victims):
             break
         free_before = store.free_blocks(pool)
-        evict(d, victims, forgotten=True)
+        evict(d, victims, forgotten=True, pool=pool)
         if store.free_blocks(pool) == free_before:
             break  # the victims are still read by batches in flight: room comes later
     if order is None:
@@ -104,7 +108,7 @@ def _room(d: "CacheDirectory", pool: int, est: int) -> int:
     reservations. Retired entries do not count: their blocks return only once the
     batches that may read them are consumed, possibly after this reservation's bytes
     arrive (which would then be abandoned and read again by a worker)."""
-    return max((d.store.free_blocks(pool) - int(d._pending[pool]) * est) // est, 0)
+    return max((d.store.free_blocks(pool) - d._pending[pool] * est) // est, 0)
 
 
 def _reserve(d: "CacheDirectory", pool: int, cand: np.ndarray, importance: np.ndarray,
@@ -122,28 +126,42 @@ def _reserve(d: "CacheDirectory", pool: int, cand: np.ndarray, importance: np.nd
         d.counts["admitted"] += len(slots)
 
 
-def evict(d: "CacheDirectory", slots, forgotten: bool = False) -> None:
+def evict(d: "CacheDirectory", slots, forgotten: bool = False,
+          pool: Optional[int] = None) -> None:
     """Evict (or abandon) distinct entries ``slots``: maps, policy, then deferred free.
 
     ``forgotten``: the slots came from the policy's ``victims`` hook, which already
-    dropped them from its order, so ``removed`` is not called.
+    dropped them from its order, so ``removed`` is not called. ``pool``: every slot
+    is known to be in this pool.
     """
     slots = np.asarray(slots, np.int64)
     if not len(slots):
         return
-    j = d._index_of[slots]
-    if j.min() < 0:  # not an entry (cannot happen for slots the maps hold)
-        j = j[j >= 0]
-    d._slot_of[j] = -1
+    d._slot_of[d._index_of[slots]] = -1  # a slot with no sample writes the spare cell
     d._index_of[slots] = -1
     t = d.store._t
     pending = t.state[slots] == PENDING
-    if np.count_nonzero(pending):
-        np.subtract.at(d._pending, t.pool[slots[pending]], 1)
+    n_pending = np.count_nonzero(pending)
+    if n_pending:
+        uncount_pending(d, t.pool[slots[pending]] if pool is None else None, pool,
+                        n_pending)
     if not forgotten:
         d.policy.removed(slots)
-    d.store.retire_many(slots, current=True)
+    d.store.retire_many(slots, current=True, pool=pool)
     d.counts["evicted"] += len(slots)
+
+
+def uncount_pending(d: "CacheDirectory", pools: Optional[np.ndarray],
+                    pool: Optional[int], n: int) -> None:
+    """``n`` reservations are no longer pending: in ``pool``, or ``pools[i]`` each."""
+    pending = d._pending
+    if pool is not None:
+        pending[pool] -= n
+    elif n == 1 or np.count_nonzero(pools != pools[0]) == 0:
+        pending[int(pools[0])] -= n
+    else:
+        for p, k in enumerate(np.bincount(pools).tolist()):
+            pending[p] -= k
 
 
 def admit_misses(d: "CacheDirectory", b: "BatchBuilder") -> None:

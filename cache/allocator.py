@@ -121,21 +121,25 @@ class RunAllocator:
 
     def give_runs(self, firsts, lengths) -> None:
         """Return runs ``[firsts[i], firsts[i] + lengths[i])`` to the pool."""
-        firsts = np.asarray(firsts, np.int64)
-        lengths = np.asarray(lengths, np.int64)
         m = len(firsts)
         if not m:
             return
+        firsts = np.asarray(firsts, np.int64)
+        lengths = np.asarray(lengths, np.int64)
+        total = sum(lengths.tolist())
+        if self.free_blocks + total > self.count:
+            raise RuntimeError("block allocator: more blocks freed than allocated")
         if m > 1:  # merge runs that touch (records freed together)
             order = firsts.argsort()
             f, n = firsts[order], lengths[order]
-            new = np.concatenate(([True], f[1:] != f[:-1] + n[:-1]))
-            firsts = f[new]
-            lengths = np.add.reduceat(n, new.nonzero()[0])
-            m = len(firsts)
-        total = int(lengths.sum())
-        if self.free_blocks + total > self.count:
-            raise RuntimeError("block allocator: more blocks freed than allocated")
+            touch = f[1:] == f[:-1] + n[:-1]
+            if np.count_nonzero(touch):
+                new = np.concatenate(([True], ~touch))
+                firsts = f[new]
+                lengths = np.add.reduceat(n, new.nonzero()[0])
+                m = len(firsts)
+            else:
+                firsts, lengths = f, n
         n = self._n
         if n + m > len(self._start):
             self._resize(max(2 * len(self._start), n + m))

@@ -12,6 +12,8 @@ generation *before* the blocks go back to the allocator, so a reader holding the
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from .layout import chain_of
@@ -23,8 +25,10 @@ __all__ = ["DeferredFree"]
 class DeferredFree:
     """Retire/release of :class:`SharedStore` entries (see the module docstring).
 
-    Uses the store's slot table ``_t``, allocators ``_alloc``, per-pool counters
-    ``_used_bytes`` / ``_retired_blocks`` and ``_retired`` / ``_consumed``.
+    Uses the store's slot table ``_t``, allocators ``_alloc``, per-pool byte counters
+    ``_used_bytes``, the retired slots ``_retired_parts`` (arrays, ``_n_retired`` slots
+    in all; their blocks are counted only when :meth:`reclaimable_blocks` asks) and
+    ``_consumed``.
     """
 
     def retire(self, slot: int) -> None:
@@ -36,10 +40,12 @@ class DeferredFree:
         self._check_owner()
         self.retire_many(np.array([slot], np.int64))
 
-    def retire_many(self, slots: np.ndarray, current: bool = False) -> None:
+    def retire_many(self, slots: np.ndarray, current: bool = False,
+                    pool: Optional[int] = None) -> None:
         """:meth:`retire` for distinct slots (free and retired ones are skipped).
 
         ``current``: the caller knows every slot is pending or live (skips a check).
+        ``pool``: the caller knows every slot is in this pool (skips grouping by pool).
         """
         t = self._t
         slots = np.asarray(slots, np.int64)
@@ -48,15 +54,26 @@ class DeferredFree:
             held = (st == PENDING) | (st == LIVE)
             if np.count_nonzero(held) < len(held):
                 slots = slots[held]
-        now = t.last_use[slots] <= self._consumed
-        if np.count_nonzero(now) == len(now):
-            self._free_many(slots)
+        now = t.last_use[slots] <= self._consumed_0d
+        n_now = np.count_nonzero(now)
+        if n_now == len(now):
+            self._free_many(slots, pool)
             return
-        self._free_many(slots[now])
-        later = slots[~now]
+        if n_now:
+            self._free_many(slots[now], pool)
+            later = slots[~now]
+        else:
+            later = slots
         t.state[later] = RETIRED
-        np.add.at(self._retired_blocks, t.pool[later], self._blocks_of(later))
-        self._retired = np.concatenate([self._retired, later])
+        self._retired_parts.append(later)
+        self._n_retired += len(later)
+
+    def _retired_slots(self) -> np.ndarray:
+        """Every retired slot awaiting release, as one array."""
+        parts = self._retired_parts
+        if len(parts) != 1:
+            parts[:] = [np.concatenate(parts) if parts else np.empty(0, np.int64)]
+        return parts[0]
 
     def release(self, seq: int) -> int:
         """Report every batch with sequence number <= ``seq`` consumed; free what can go.
@@ -67,69 +84,92 @@ class DeferredFree:
         self._check_owner()
         if seq > self._consumed:
             self._consumed = seq
-        ret = self._retired
-        if not len(ret):
+            self._consumed_0d = np.array(seq, np.int32)
+        if not self._n_retired:
             return 0
-        done = self._t.last_use[ret] <= self._consumed
-        if not np.count_nonzero(done):
+        ret = self._retired_slots()
+        done = self._t.last_use[ret] <= self._consumed_0d
+        n_done = np.count_nonzero(done)
+        if not n_done:
             return 0
-        self._retired = ret[~done]
-        freed = ret[done]
-        blocks = self._blocks_of(freed)
-        np.subtract.at(self._retired_blocks, self._t.pool[freed], blocks)
+        if n_done == len(ret):
+            freed = ret
+            self._retired_parts[:] = []
+        else:
+            freed = ret[done]
+            self._retired_parts[:] = [ret[~done]]
+        self._n_retired -= n_done
         self._free_many(freed)
-        return len(freed)
+        return n_done
+
+    def reclaimable_blocks(self, pool: int) -> int:
+        """Free blocks of ``pool`` plus those of retired entries awaiting release."""
+        ret = self._retired_slots()
+        held = self._blocks_of(ret[self._t.pool[ret] == pool]) if len(ret) else ret
+        return self._alloc[pool].free_blocks + sum(held.tolist())
 
     def _blocks_of(self, slots: np.ndarray) -> np.ndarray:
         """Blocks held by each slot (0 unless published)."""
         t, bb = self._t, self.block_bytes
         g = t.gen[slots]
         n = t.length[slots].astype(np.int64)
-        contiguous = -(-n // bb)
-        chained = np.where(n > bb, 1 + -(-(n - bb) // (bb - 4)), 1)
-        blocks = np.where(t.head[slots] >= 0, contiguous, chained)
+        head = t.head[slots]
+        blocks = -(-n // bb)
+        if np.count_nonzero(head < 0):  # chained records
+            chained = np.where(n > bb, 1 + -(-(n - bb) // (bb - 4)), 1)
+            blocks = np.where(head >= 0, blocks, chained)
         return np.where(((g & 1) == 0) & (g != 0), blocks, 0)
 
-    def _free_many(self, slots: np.ndarray) -> None:
+    def _free_many(self, slots: np.ndarray, pool: Optional[int] = None) -> None:
         if not len(slots):
             return
         t = self._t
-        g = t.gen[slots]
-        unpublished = (g & 1) | (g == 0)  # 1 where odd or never used
         # Odd generation first: readers of the old bytes see the change and miss. A
         # never-published slot skips the generation its reservation promised:
-        # published g -> g + 1; unpublished g -> promise (g | 1) + 1, plus one.
-        odd = (g | 1) + 2 * unpublished
+        # published g -> g + 1; unpublished g (odd, or 0: never used, read as 1) ->
+        # promise (g | 1) + 1, plus one.
+        g = np.maximum(t.gen[slots], _ONE)
+        unpublished = g & _ONE
+        odd = g + unpublished
+        odd += _ONE
         t.gen[slots] = odd
-        if np.count_nonzero(unpublished):
-            self._give_back(slots[unpublished == 0])
-        else:
-            self._give_back(slots)
+        n_unpublished = np.count_nonzero(unpublished)
+        if n_unpublished < len(slots):
+            self._give_back(slots[unpublished == 0] if n_unpublished else slots, pool)
         t.state[slots] = FREE
         t.pool[slots] = -1
-        reusable = odd < GEN_LIMIT
+        reusable = odd < _GEN_LIMIT
         t.give(slots if np.count_nonzero(reusable) == len(slots) else slots[reusable])
 
-    def _give_back(self, slots: np.ndarray) -> None:
-        """Return the blocks and bytes of published ``slots`` to their pools."""
-        if not len(slots):
-            return
+    def _give_back(self, slots: np.ndarray, pool: Optional[int] = None) -> None:
+        """Return the blocks and bytes of published ``slots`` to their pools
+        (``pool``: known to be the pool of every slot)."""
         t, bb = self._t, self.block_bytes
         n = t.length[slots].astype(np.int64)
         head = t.head[slots]
-        pools = t.pool[slots]
-        p0 = int(pools[0])
-        groups = [(p0, None)] if np.count_nonzero(pools != p0) == 0 else [
-            (p, pools == p) for p in set(pools.tolist())]
+        if pool is not None:
+            groups = [(pool, None)]
+        else:
+            pools = t.pool[slots]
+            p0 = int(pools[0])
+            groups = [(p0, None)] if np.count_nonzero(pools != p0) == 0 else [
+                (p, pools == p) for p in set(pools.tolist())]
         for p, mine in groups:
             nn, hh = (n, head) if mine is None else (n[mine], head[mine])
-            self._used_bytes[p] -= int(nn.sum())
-            chained = hh < 0
-            run = nn > 0
-            if np.count_nonzero(chained) or np.count_nonzero(run) < len(run):
-                run &= ~chained
+            self._used_bytes[p] -= sum(nn.tolist())
+            chained = hh < _ZERO
+            if np.count_nonzero(chained) or np.count_nonzero(nn) < len(nn):
+                run = (nn > 0) & ~chained
                 self._alloc[p].give_runs(hh[run], (nn[run] + (bb - 1)) // bb)
                 for h, m in zip(hh[chained].tolist(), nn[chained].tolist()):
                     self._alloc[p].give_blocks(chain_of(self._data, bb, ~h, m))
             else:  # all contiguous and not empty: the common case
-                self._alloc[p].give_runs(hh, (nn + (bb - 1)) // bb)
+                bb_minus_1, bb_0d = self._bb_0d
+                nn += bb_minus_1
+                nn //= bb_0d  # blocks of each record
+                self._alloc[p].give_runs(hh, nn)
+
+
+# 0-d int32 constants: a comparison of an int32 array with one costs about half of
+# one with a Python int (no conversion of the scalar), on the short arrays of a batch.
+_ZERO, _ONE, _GEN_LIMIT = (np.array(v, np.int32) for v in (0, 1, GEN_LIMIT))

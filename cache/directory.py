@@ -34,9 +34,9 @@ exact accounting: if the record does not fit, it evicts through the same hook, o
 abandons the reservation (the worker then reads the source). Bytes are never over
 budget: each pool has a fixed block count.
 
-Memory: 4 bytes per dataset sample (index->slot) and 4 per slot (slot->index), plus the
-store's and the policy's per-slot arrays; slots grow with the entries in use. Batch
-sequence numbers must stay < 2**31.
+Memory: 4 bytes per dataset sample (index->slot, plus one spare cell) and 4 per slot
+(slot->index), plus the store's and the policy's per-slot arrays; slots grow with the
+entries in use. Batch sequence numbers must stay < 2**31.
 """
 
 from __future__ import annotations
@@ -85,10 +85,12 @@ class CacheDirectory:
                                  max_entries=config.max_entries or max(n_blocks, 1))
         self._pools = [p for p, _ in pools]
         self._staging = bool(config.staging_bytes)
-        self._slot_of = np.full(n_samples, -1, np.int32)
+        # One extra cell at the end: a write through index -1 (the slot->index map's
+        # "no sample") lands there, so evicting never needs to filter unmapped slots.
+        self._slot_of = np.full(n_samples + 1, -1, np.int32)
         self._index_of = np.full(0, -1, np.int32)
         self._sync_capacity()
-        self._pending = np.zeros(8, np.int64)  # reservations awaiting bytes, per pool
+        self._pending = [0] * 8  # reservations awaiting bytes, per pool id
         self._watch = PendingWatch()
         self._est_blocks = 1
         self._size_sum = self._size_n = 0
@@ -196,7 +198,7 @@ class CacheDirectory:
         """
         store = self.store
         store._check_owner()
-        if not self._staging and not np.count_nonzero(self._pending):
+        if not self._staging and not any(self._pending):
             self._watch.clear()  # nothing pending and no staging pool: nothing to watch
         due = self._watch.due(seq)
         if len(due):

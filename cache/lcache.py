@@ -46,6 +46,9 @@ class LCache:
         self._live = 0
         self.unused = 0  # live entries not yet used this epoch
         self.epoch = 0
+        # The epoch as a 0-d int16 array: comparing the int16 arrays with it skips the
+        # conversion of a Python int (half the cost of such a comparison on short arrays).
+        self._ep = np.array(0, np.int16)
 
     def __len__(self) -> int:
         return self._live
@@ -80,59 +83,66 @@ class LCache:
             self._ring[:a + k - n] = slots[n - a:]
         self._pos[slots] = np.arange(self._tail, self._tail + k)
         self._tail += k
-        self._used[slots] = np.where(used, self.epoch, -1)
+        n_used = np.count_nonzero(used)
+        if n_used == 0 or n_used == k:
+            self._used[slots] = self.epoch if n_used else -1
+        else:
+            self._used[slots] = np.where(used, self.epoch, -1)
         self._loaded[slots] = self.epoch
         self._live += k
-        self.unused += k - int(np.count_nonzero(used))
+        self.unused += k - n_used
 
     def remove(self, slots: np.ndarray) -> None:
         """Forget entries (evicted or abandoned); their ring cells become holes."""
-        slots = slots[self._pos[slots] >= 0]
+        live = self._pos[slots] >= 0
+        if np.count_nonzero(live) < len(slots):
+            slots = slots[live]
         if len(slots):
             self._pos[slots] = -1
             self._live -= len(slots)
-            self.unused -= int(np.count_nonzero(self._used[slots] != self.epoch))
+            self.unused -= int(np.count_nonzero(self._used[slots] != self._ep))
 
     def use(self, slots: np.ndarray) -> None:
         """Mark entries used this epoch (direct hits or substitutions)."""
-        fresh = slots[self._used[slots] != self.epoch]
-        if len(fresh):
+        fresh = self._used[slots] != self._ep
+        n_fresh = np.count_nonzero(fresh)
+        if n_fresh:
+            fresh = slots[fresh] if n_fresh < len(slots) else slots
             self._used[fresh] = self.epoch
-            if len(fresh) > 1:  # a slot repeated in ``fresh`` counts once
+            if n_fresh > 1:  # a slot repeated in ``fresh`` counts once
                 fresh = np.sort(fresh)
                 self.unused -= 1 + int(np.count_nonzero(fresh[1:] != fresh[:-1]))
             else:
                 self.unused -= 1
 
     def _window(self, start: int, width: int):
-        """Ring positions ``start ..`` (at most ``width``), their slots, and liveness."""
+        """Ring positions ``start ..`` (at most ``width``): their slots and liveness."""
         stop = min(self._tail, start + width)
         ring, n = self._ring, len(self._ring)
         a, w = start % n, stop - start
         s = ring[a:a + w] if a + w <= n else np.concatenate((ring[a:], ring[:a + w - n]))
-        p = np.arange(start, stop)
-        return p, s, self._pos[s] == p
+        return s, self._pos[s] == np.arange(start, stop, dtype=np.int32)
 
     def take_substitutes(self, n: int) -> np.ndarray:
         """Up to ``n`` entries not yet used this epoch, in ring order, marked used."""
         out, got, width = [], 0, 2 * n + 64
         c = max(self._cursor, self._head)
         while got < n and self.unused > got and c < self._tail:
-            p, s, ok = self._window(c, width)
-            width *= 4  # few windows even when the cursor must skip many used entries
-            ok &= self._used[s] != self.epoch  # (holes read the last slot: masked)
+            s, ok = self._window(c, width)
+            ok &= self._used[s] != self._ep  # (holes read the last slot: masked)
             idx = ok.nonzero()[0]
             if len(idx) > n - got:
                 idx = idx[:n - got]
-                c = int(p[idx[-1]]) + 1
+                c += int(idx[-1]) + 1
             else:
-                c = int(p[-1]) + 1
-            out.append(s[idx].astype(np.int64))
+                c += len(s)
+            width *= 4  # few windows even when the cursor must skip many used entries
+            out.append(s[idx])
             got += len(idx)
         self._cursor = c
         if not got:
             return _NONE
-        taken = np.concatenate(out)
+        taken = (out[0] if len(out) == 1 else np.concatenate(out)).astype(np.int64)
         self._used[taken] = self.epoch
         self.unused -= got
         return taken
@@ -141,35 +151,40 @@ class LCache:
         """Remove and return up to ``n`` oldest entries that may go (see the module)."""
         out, got = [], 0
         while got < n and self._head < self._tail:
-            p, s, live = self._window(self._head, 2 * (n - got) + 64)
+            s, live = self._window(self._head, 2 * (n - got) + 64)
             at = live.nonzero()[0]
             sl = s[at]
-            may = (self._used[sl] == self.epoch) | (self._loaded[sl] != self.epoch)
-            stop = int(may.argmin()) if np.count_nonzero(may) < len(may) else len(may)
+            used = self._used[sl] == self._ep
+            may = used | (self._loaded[sl] != self._ep)
+            n_may = np.count_nonzero(may)
+            stop = int(may.argmin()) if n_may < len(may) else len(may)
             k = min(stop, n - got)
             if k:
-                out.append(sl[:k].astype(np.int64))
+                out.append(sl[:k])
                 got += k
+                self.unused -= k - int(np.count_nonzero(used[:k]))
             if k < len(at):  # stopped at a blocking entry, or enough victims
-                self._head = int(p[at[k]])
+                self._head += int(at[k])
                 break
-            self._head = int(p[-1]) + 1
+            self._head += len(s)
         if not got:
             return _NONE
-        taken = np.concatenate(out)
-        self.remove(taken)
+        taken = (out[0] if len(out) == 1 else np.concatenate(out)).astype(np.int64)
+        self._pos[taken] = -1  # live entries: remove() without its checks
+        self._live -= got
         return taken
 
     def new_epoch(self) -> None:
         """Every cached entry becomes a fresh substitute again."""
         self.epoch = (self.epoch + 1) & 0x7FFF
+        self._ep = np.array(self.epoch, np.int16)
         self._cursor = self._head
         self.unused = self._live
 
     def _compact(self, extra: int) -> None:
-        p, s, live = self._window(self._head, self._tail - self._head)
+        s, live = self._window(self._head, self._tail - self._head)
         keep = s[live]
-        cursor_rank = int(np.count_nonzero(p[live] < self._cursor))
+        cursor_rank = int(np.count_nonzero(live[:max(self._cursor - self._head, 0)]))
         size = max(len(self._ring), len(keep) + extra)
         if size > len(self._ring):
             size = max(size, int(len(self._ring) * 1.125) + 64)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .admission import evict, first_occurrences
+from .admission import evict, first_occurrences, uncount_pending
 from .checks import fill_indices
 from .codes import LOC_STAGING
 from .slots import PENDING
@@ -86,7 +86,7 @@ def _account(d: "CacheDirectory", slots, sizes) -> int:
     sizes = np.asarray(sizes, np.int64)
     pools = d.store._t.pool[slots]
     d.store._published(slots, pools, sizes)
-    np.subtract.at(d._pending, pools, 1)
+    uncount_pending(d, pools, None, len(slots))
     d._size_sum += int(sizes.sum())
     return len(slots)
 

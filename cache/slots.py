@@ -89,15 +89,18 @@ class SlotTable:
     def take(self, k: int, pool: int, seq: int = -1) -> np.ndarray:
         """Reserve ``k`` (<= :meth:`free_count`) slots in ``pool``, last used by batch
         ``seq``; returns int64 ids."""
-        k1 = min(k, self._n_free)
-        reused = self._free[self._n_free - k1:self._n_free][::-1].astype(np.int64)
-        self._n_free -= k1
-        fresh = np.arange(self.high, self.high + k - k1, dtype=np.int64)
-        self.high += k - k1
-        if self.high > self.capacity:
-            self._grow(self.high)
-        slots = np.concatenate([reused, fresh]) if k1 and k > k1 else (
-            reused if k1 else fresh)
+        n_free = self._n_free
+        if k <= n_free:  # freed slots only: the common case
+            slots = self._free[n_free - k:n_free][::-1].astype(np.int64)
+            self._n_free = n_free - k
+        else:
+            reused = self._free[:n_free][::-1].astype(np.int64)
+            self._n_free = 0
+            fresh = np.arange(self.high, self.high + k - n_free, dtype=np.int64)
+            self.high += k - n_free
+            if self.high > self.capacity:
+                self._grow(self.high)
+            slots = np.concatenate([reused, fresh]) if n_free else fresh
         self.state[slots] = PENDING
         self.pool[slots] = pool
         self.last_use[slots] = seq

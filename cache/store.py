@@ -90,10 +90,12 @@ class SharedStore(DeferredFree, StoreReader):
                        for p, (a, n) in ranges.items()}
         shared = np.frombuffer(self._region.meta, np.int32, 3 * max_entries)
         self._t = SlotTable(shared.reshape(max_entries, 3), max_entries)
-        self._retired = np.empty(0, np.int64)
+        self._retired_parts = []  # arrays of retired slots awaiting release
+        self._n_retired = 0
         self._consumed = -1
+        self._consumed_0d = np.array(-1, np.int32)  # the same, for comparisons
+        self._bb_0d = (np.array(block_bytes - 1, np.int64), np.array(block_bytes, np.int64))
         self._used_bytes = np.zeros(8, np.int64)      # per pool id
-        self._retired_blocks = np.zeros(8, np.int64)  # per pool id
 
     def _drop_views(self) -> None:
         self.__dict__.pop("_t", None)  # numpy views keep the mapping from closing
@@ -127,10 +129,6 @@ class SharedStore(DeferredFree, StoreReader):
         """Blocks of ``pool`` free right now (retired entries not yet freed count as used)."""
         return self._alloc[pool].free_blocks
 
-    def reclaimable_blocks(self, pool: int) -> int:
-        """Free blocks of ``pool`` plus those of retired entries awaiting release."""
-        return self._alloc[pool].free_blocks + int(self._retired_blocks[pool])
-
     def used_bytes(self, pool: int) -> int:
         """Exact record bytes held in ``pool`` (live and retired-not-yet-freed)."""
         return int(self._used_bytes[pool])
@@ -141,7 +139,7 @@ class SharedStore(DeferredFree, StoreReader):
 
     def reclaimable_slots(self) -> int:
         """Free slots plus retired ones awaiting release."""
-        return self._t.free_count() + len(self._retired)
+        return self._t.free_count() + self._n_retired
 
     def state(self, slot: int) -> int:
         """Owner-side state of ``slot`` (0 free, 1 pending, 2 live, 3 retired)."""
