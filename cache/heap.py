@@ -216,7 +216,7 @@ class LazyMinHeap:
         if np.count_nonzero(live) == len(live):
             return
         entries = h[live]
-        del h, live  # views of the old entries
+        del h, live  # h views the old entries (released with the old array)
         entries.sort()
         self._heap = _heap_array(entries)
 
