@@ -14,7 +14,7 @@ Bytes are never over budget: each pool has a fixed block count.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def fill(d: "CacheDirectory", indices, records) -> int:
                 keep = (pools == p).nonzero()[0]
                 s, r, z = slots[keep], [recs[i] for i in keep.tolist()], sizes[keep]
             if store._put_singles(s, p, r, z):
-                placed += _account(d, s, z)
+                placed += _account(d, s, z, p)
             else:
                 placed += _one_by_one(d, s, r, z)
     else:
@@ -78,16 +78,22 @@ def fill(d: "CacheDirectory", indices, records) -> int:
     return placed
 
 
-def _account(d: "CacheDirectory", slots, sizes) -> int:
-    """Owner-side bookkeeping of published ``slots`` (``sizes`` bytes each)."""
+def _account(d: "CacheDirectory", slots, sizes, pool: Optional[int] = None) -> int:
+    """Owner-side bookkeeping of published ``slots`` (``sizes`` bytes each; ``pool``:
+    known to hold every slot)."""
     if not len(slots):
         return 0
     slots = np.asarray(slots, np.int64)
     sizes = np.asarray(sizes, np.int64)
-    pools = d.store._t.pool[slots]
-    d.store._published(slots, pools, sizes)
-    uncount_pending(d, pools, None, len(slots))
-    d._size_sum += int(sizes.sum())
+    total = sum(sizes.tolist())
+    if pool is None:
+        pools = d.store._t.pool[slots]
+        d.store._published(slots, pools, sizes)
+        uncount_pending(d, pools, None, len(slots))
+    else:
+        d.store._published_in(slots, pool, total)
+        d._pending[pool] -= len(slots)
+    d._size_sum += total
     return len(slots)
 
 

@@ -266,6 +266,11 @@ class SharedStore(DeferredFree, StoreReader):
         t.gen[slots] = (t.gen[slots] | 1) + 1  # publish the promises, after the bytes
         return True
 
+    def _published_in(self, slots: np.ndarray, pool: int, nbytes: int) -> None:
+        """:meth:`_published` for slots of one ``pool`` holding ``nbytes`` in all."""
+        self._t.state[slots] = LIVE
+        self._used_bytes[pool] += nbytes
+
     def _published(self, slots: np.ndarray, pools: np.ndarray, nbytes) -> None:
         """Owner-side state of slots :meth:`_put` published (``nbytes`` per slot)."""
         self._t.state[slots] = LIVE
