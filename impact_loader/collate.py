@@ -21,10 +21,19 @@ tensor subclasses keep PyTorch's shared-memory path. In the main process
 
 ``ImpactLoader`` uses it by default; with a plain ``DataLoader`` pass
 ``collate_fn=InlineCollate()`` (or ``InlineCollate(your_collate)``).
+
+A worker whose training process was killed must still exit. PyTorch's worker then
+leaves its loop and, on the way out, waits for its queue's feeder thread to flush the
+batches it already sent; with batches in line those fill the pipe, nobody reads it any
+more, and the worker would wait forever. So the first in-line batch of a worker
+registers an exit hook that runs before that wait and ends the process at once when
+its parent is gone (it never runs while the parent lives).
 """
 
 from __future__ import annotations
 
+import os
+from multiprocessing import util as mp_util
 from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
@@ -62,6 +71,7 @@ class InlineCollate:
         batch = self.collate_fn(items)
         if self.max_bytes == 0 or get_worker_info() is None:
             return batch
+        _exit_when_orphaned()
         return _mark(batch, self.max_bytes)
 
     def __repr__(self) -> str:
@@ -74,6 +84,27 @@ def checked_size(value: Any, name: str) -> int:
         raise ValueError(f"{name}={value!r} must be an int >= 0 (bytes; 0 sends every "
                          "tensor through shared memory)")
     return value
+
+
+_guarded_pid = 0  # the process whose exit hook is registered
+
+
+def _exit_when_orphaned() -> None:
+    """Register (once per process) an exit hook that ends this worker at once when
+    its parent is gone, before the queue feeder's join (see the module docstring).
+    ``multiprocessing`` runs exit hooks of priority >= 0 before the queues' joins
+    (priority -5)."""
+    global _guarded_pid
+    pid = os.getpid()
+    if _guarded_pid != pid:
+        _guarded_pid = pid
+        mp_util.Finalize(None, _exit_if_parent_died, args=(os.getppid(),),
+                         exitpriority=100)
+
+
+def _exit_if_parent_died(parent: int) -> None:
+    if os.getppid() != parent:
+        os._exit(0)  # nobody reads the batches still in the pipe
 
 
 class _Inline:

@@ -127,3 +127,68 @@ def test_impact_loader_wraps_the_users_collate_with_workers():
 def test_impact_loader_rejects_a_negative_inline_size():
     with pytest.raises(ValueError, match="inline_bytes=-5"):
         il.ImpactLoader(il.ImpactDataset(_Source()), 8, inline_bytes=-5, num_workers=1)
+
+
+_ORPHAN_CHILD = r"""
+import json, sys, time
+import torch
+from torch.utils.data import DataLoader, Dataset
+from impact_loader.collate import InlineCollate
+
+
+class Big(Dataset):
+    def __len__(self):
+        return 10_000
+
+    def __getitem__(self, i):
+        return torch.full((1000,), float(i))  # 32 x 4 KB = 128 KB per batch, in line
+
+
+if __name__ == "__main__":
+    loader = DataLoader(Big(), batch_size=32, num_workers=2, prefetch_factor=4,
+                        collate_fn=InlineCollate(), multiprocessing_context=sys.argv[1])
+    it = iter(loader)
+    next(it)
+    time.sleep(1.0)  # the workers fill the pipe with batches in line
+    print(json.dumps([w.pid for w in it._workers]), flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_workers_exit_when_the_training_process_is_killed(method, tmp_path):
+    """Batches in line fill the queue's pipe; a worker whose parent was killed must
+    not wait forever for it to drain on its way out."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "orphan_child.py"  # a file: spawn workers re-import it
+    script.write_text(_ORPHAN_CHILD)
+    child = subprocess.Popen([sys.executable, str(script), method],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        workers = json.loads(child.stdout.readline())
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+    assert len(workers) == 2
+
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(") ")[1][0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 30  # torch's workers check their parent every 5 s
+    while any(map(alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in workers if alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"workers {left} outlived their killed parent"
