@@ -23,6 +23,7 @@ from impact_loader.cache import CacheConfig, CacheDirectory
 
 N = 3000
 READS_PER_WORKER = 60_000
+CHURN = 1000  # evictions the owner makes at least while the workers read
 
 
 def record(i: int) -> bytes:
@@ -38,9 +39,11 @@ def _worker(store, batches, acks, results, quota):
     Old batches point at entries the owner has already evicted, freed and reused, so
     the reads race with rewrites of the same blocks. The first batch is a *sync* batch:
     read at once and acknowledged, its entries live until then, so every worker reads
-    real hits however late it started or however loaded the machine is.
+    real hits however late it started or however loaded the machine is. A worker stops
+    after ``quota`` reads, but not before the owner has churned enough (``None``).
     """
     reads = wrong = misses = synced_hits = 0
+    churned = False
     history = collections.deque(maxlen=12)
 
     def check(slot, gen, idx):
@@ -49,10 +52,14 @@ def _worker(store, batches, acks, results, quota):
             return 0, 1
         return (1, 0) if got == record(idx) else (-1, 0)
 
-    while reads < quota:
+    while reads < quota or not churned:
         try:
             while True:
-                items, sync = batches.get_nowait()
+                message = batches.get_nowait()
+                if message is None:
+                    churned = True
+                    continue
+                items, sync = message
                 history.append(items)
                 if sync:
                     for item in items:
@@ -86,7 +93,7 @@ def _run(methods, policy="lru"):
         procs.append(p)
         queues.append(q)
     rng = np.random.default_rng(0)
-    seq, done, out = 0, 0, []
+    seq, done, out, churned = 0, 0, [], False
     try:
         while done < len(procs):
             idx = rng.integers(0, N, 64)
@@ -110,6 +117,10 @@ def _run(methods, policy="lru"):
                     acks.get(timeout=120)
             d.release(seq)  # free at once: workers may still read freed entries
             seq += 1
+            if not churned and d.counts["evicted"] > 2 * CHURN:
+                churned = True  # the workers may finish once their quota is read
+                for q in queues:
+                    q.put(None, timeout=120)
             try:
                 while True:
                     out.append(results.get_nowait())
@@ -122,7 +133,7 @@ def _run(methods, policy="lru"):
             if p.is_alive():
                 p.kill()
         d.close()
-    assert d.counts["evicted"] > 1000  # the owner really churned while workers read
+    assert d.counts["evicted"] > CHURN  # the owner really churned while workers read
     return out
 
 
