@@ -241,8 +241,8 @@ class SharedStore(DeferredFree, StoreReader):
                      sizes: np.ndarray) -> bool:
         """:meth:`_put` for records of one block each (``1 <= sizes[i] <= block``).
 
-        One allocator walk, one numpy copy when the records are small and of equal
-        size (else one slice copy each), and the shared table written with three
+        One allocator walk, a numpy copy per 16 records when the records are small and
+        of equal size (else one slice copy each), and the shared table written with three
         numpy stores, the generations last. False (nothing changed) if the pool has
         fewer free blocks than records.
         """
@@ -252,9 +252,14 @@ class SharedStore(DeferredFree, StoreReader):
         bb, t = self.block_bytes, self._t
         size = int(sizes[0])
         if size < 1024 and sizes.min() == sizes.max():
-            grid = np.frombuffer(self._data, np.uint8, self.n_blocks * bb)
-            grid.reshape(self.n_blocks, bb)[blocks, :size] = np.frombuffer(
-                b"".join(records), np.uint8).reshape(len(records), size)
+            # Joined 16 records at a time: one join of a whole batch is a large
+            # allocation in the calling reader thread's malloc arena, which glibc keeps
+            # (benchmarks/RESULTS.md, section 3).
+            grid = np.frombuffer(self._data, np.uint8, self.n_blocks * bb).reshape(
+                self.n_blocks, bb)
+            for lo in range(0, len(records), 16):
+                grid[blocks[lo:lo + 16], :size] = np.frombuffer(
+                    b"".join(records[lo:lo + 16]), np.uint8).reshape(-1, size)
             del grid
         else:
             data = self._data
