@@ -126,9 +126,9 @@ def _mark(x: Any, max_bytes: int) -> Any:
         if x.is_cpu and not x.requires_grad and not x.is_sparse \
                 and x.numel() * x.element_size() <= max_bytes:
             try:
-                return _Inline(x.numpy())
+                x = _Inline(x.numpy())
             except (TypeError, RuntimeError):  # a dtype numpy lacks, a conjugate view
-                return x
+                pass
         return x
     if isinstance(x, tuple):
         marked = [_mark(v, max_bytes) for v in x]

@@ -56,14 +56,14 @@ class ImpactLoader(DataLoader):
         sampler = ImportanceSampler(dataset, batch_size, policy=policy, seed=seed,
                                     drop_last=drop_last, **(sampler_options or {}))
         workers = dataloader_kwargs.get("num_workers", 0)
-        collate = dataloader_kwargs.get("collate_fn")
-        inline = collate if isinstance(collate, InlineCollate) \
-            else InlineCollate(collate, checked_size(inline_bytes, "inline_bytes"))
+        checked_size(inline_bytes, "inline_bytes")
         if workers > 0:
             # Workers that live across epochs: restarting them each epoch costs a
             # fork (or a spawn and import) per worker, which a fast job notices.
             dataloader_kwargs.setdefault("persistent_workers", True)
-            dataloader_kwargs["collate_fn"] = inline
+            collate = dataloader_kwargs.get("collate_fn")
+            if not isinstance(collate, InlineCollate):
+                dataloader_kwargs["collate_fn"] = InlineCollate(collate, inline_bytes)
         pipeline = getattr(dataset, "pipeline", None)
         if pipeline is not None:
             # How many batches the DataLoader may hold ahead of the loop (the safe
