@@ -15,10 +15,17 @@ the readers have fewer than ``backlog_target`` samples queued (latency-bound sto
 needs a full queue), up to ``max_lookahead`` batches, and only while the pools whose
 entries turn over with the batches have room (see :meth:`Annotator._room`).
 
+Releases run here too: the hook only records, with :meth:`Annotator.release`, up to
+which sequence number the training loop has consumed, and this thread calls
+``directory.release`` before its next annotation. The directory lock is held for a whole
+``annotate`` call (milliseconds under load), so a release on the loop's thread waited
+for it inside ``next(loader)``; releasing later than possible is always safe (entries
+are freed later, never earlier).
+
 Thread-safety: every directory call holds the pipeline's directory lock; positions, the
 finished annotations and the accounting live under this object's condition. Only the
-training loop's thread calls ``start_epoch`` / ``take``; the plan arrays it hands over
-are read-only.
+training loop's thread calls ``start`` / ``take`` / ``release``; the plan arrays it hands
+over are read-only.
 """
 
 from __future__ import annotations
@@ -72,7 +79,8 @@ class Annotator:
         self.peak = dict.fromkeys(self.turnover, 0)  # most entries one batch used
         self.cv = threading.Condition(threading.Lock())
         self.seq = -1  # batch sequence number of the last annotation
-        self.cpu_seconds = 0.0  # CPU of the annotator thread while annotating
+        self.cpu_seconds = 0.0  # CPU of the annotator thread (annotating, releasing)
+        self._release_to = self._released = -1  # consumed / released sequence numbers
         self.error: Optional[BaseException] = None
         self._closed = False
         self._busy = False
@@ -146,6 +154,14 @@ class Annotator:
             self.cv.notify_all()
         return ann, job, tier
 
+    def release(self, seq: int) -> None:
+        """Batch ``seq`` and every earlier one are consumed; the thread releases them in
+        the directory before its next annotation."""
+        with self.cv:
+            if seq > self._release_to:
+                self._release_to = seq
+                self.cv.notify_all()
+
     def kick(self) -> None:
         """Re-check whether to annotate further (the readers' queue ran low)."""
         with self.cv:
@@ -196,25 +212,37 @@ class Annotator:
         cv = self.cv
         while True:
             with cv:
-                while not self._closed and not self._wanted():
+                while not self._closed and not self._wanted() \
+                        and self._release_to == self._released:
                     cv.wait()
                 if self._closed:
                     return
-                b, token = self._next, self._token
-                indices, tier, importance, _ = self._plan
-                self._next += 1
-                self.seq += 1
-                seq = self.seq
-                self._busy = True
+                release = self._release_to if self._release_to > self._released else None
+                self._released = self._release_to
+                b = None
+                if self._wanted():
+                    b, token = self._next, self._token
+                    indices, tier, importance, _ = self._plan
+                    self._next += 1
+                    self.seq += 1
+                    seq = self.seq
+                    self._busy = True
             cpu = time.thread_time()
+            item = None
             try:
-                item = self._annotate(b, seq, indices, tier, importance)
+                if release is not None:
+                    with self.lock:
+                        self.directory.release(release)
+                if b is not None:
+                    item = self._annotate(b, seq, indices, tier, importance)
             except BaseException as exc:  # surfaced by take() on the loop's thread
-                item, self.error = None, exc
-                self.failed(seq)
+                self.error = exc
+                if b is not None:
+                    self.failed(seq)
             self.cpu_seconds += time.thread_time() - cpu
             with cv:
-                self._busy = False
+                if b is not None:
+                    self._busy = False
                 if item is not None and token == self._token:
                     self._ahead[b] = item
                     for p, k in item[3].items():

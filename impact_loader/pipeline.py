@@ -29,8 +29,11 @@ after it (a DataLoader keeps at most ``num_workers * prefetch_factor`` batches i
 flight), so each hand-over releases the batch handed over ``outstanding + 1`` hand-overs
 earlier (and every lower sequence number: annotations dropped by a restart are never
 handed over). Should that ever be too early, the generation check turns the read into
-a source read: slower, never wrong. Sequence numbers continue across the pipelines of
-one dataset (``first_seq``): the directory and the workers' ready flags key on them.
+a source read: slower, never wrong. The annotator thread makes that
+``directory.release`` call, not the hook: on the loop's thread it waited for the
+directory lock, held by a running annotation for milliseconds. Sequence numbers
+continue across the pipelines of one dataset (``first_seq``): the directory and the
+workers' ready flags key on them.
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ class CachePipeline:
 
     Attributes:
         cpu_seconds: CPU seconds of this hook on the training loop's thread (taking
-            annotations, releasing, building plans; waiting takes no CPU).
+            annotations, building plans; waiting takes no CPU; the annotator thread
+            releases consumed batches).
         hook_seconds: wall seconds of this hook, waiting for annotations included (the
             DataLoader calls it from ``next()``, so it is part of the data-wait).
         counts: ``batches``, ``planned``, ``hits`` (cached, not substituted),
@@ -172,8 +176,7 @@ class CachePipeline:
         self.prefetcher.consumed()
         self._unreleased.append(ann.seq)
         if len(self._unreleased) > self.outstanding + 1:
-            with self._lock:
-                self.directory.release(self._unreleased.popleft())
+            self.annotator.release(self._unreleased.popleft())
         c = self.counts
         c["batches"] += 1
         c["planned"] += len(ann.indices)

@@ -48,6 +48,13 @@ def test_builtin_run_has_every_loader_and_writes_json_and_plot(tmp_path, capsys)
     assert plain["requests_per_epoch"] == 384 and plain["hit_ratio"] == 0
     assert by["quiver"]["substitution_ratio"] > 0  # substitution really happens
     assert by["plain"]["speedup_vs_plain"] == 1
+    # Bookkeeping is CPU: the pipeline's threads plus update()'s CPU, not update()'s
+    # wall time (which also holds its waits for the GIL).
+    imp, measured = by["impact"], by["impact"]["epochs"][1:]  # --warmup 1
+    cpu = sum(e["bookkeeping_cpu_s"] + e["update_cpu_s"] for e in measured)
+    delivered = sum(e["delivered"] for e in measured)
+    assert imp["bookkeeping_us_per_sample"] == pytest.approx(1e6 * cpu / delivered)
+    assert all(0 < e["update_cpu_s"] <= e["update_s"] + 1e-3 for e in measured)
     assert report["scenario"]["storage"]["latency_ms"] == 0.5
     assert report["environment"]["cpu_count"] >= 1
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

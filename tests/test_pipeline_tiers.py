@@ -1,6 +1,10 @@
-"""The pipeline marks H-tier no more samples than the H-cache holds (cap_h_tier)."""
+"""The pipeline hands batches over: H-tier no more than the H-cache holds (cap_h_tier),
+consumed batches released off the training loop's thread."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import numpy as np
 import torch
@@ -57,4 +61,58 @@ def test_plans_handed_to_workers_respect_the_h_cache(tmp_path):
     # The policy marks 70% of each epoch H-tier; the pipeline at most what H holds.
     assert all(v <= pipeline.h_records for v in per_epoch.values())
     assert loader.sampler.stats()["tier_h"] > pipeline.h_records
+    ds.close()
+
+
+def test_consumed_batches_are_released_on_the_annotator_thread(tmp_path):
+    """The hook only records what was consumed; the annotator thread releases it, so
+    ``next(loader)`` never waits for the directory lock held by an annotation."""
+    src = il.write_lmdb(str(tmp_path / "d"), make_samples(400, payload=64))
+    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=80 * 512)
+    loader = il.ImpactLoader(ds, batch_size=20, policy="uniform")
+    pipeline = ds.pipeline
+    pipeline.outstanding = 2
+    released, orig = [], pipeline.directory.release
+
+    def spy(seq):
+        released.append((seq, threading.current_thread().name))
+        orig(seq)
+
+    pipeline.directory.release = spy
+    handed = [idx for _, idx in loader]
+    assert len(handed) == 20
+    # Batch k is consumed once `outstanding + 1` more were handed over: 0 .. 16 here.
+    deadline = time.monotonic() + 10
+    while (not released or released[-1][0] < 16) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert {name for _, name in released} == {"impact-annotate"}
+    seqs = [s for s, _ in released]
+    assert seqs == sorted(seqs) and seqs[-1] == 16  # later batches may still be read
+    # With the directory lock held (as a running annotation holds it), the hook still
+    # hands over batches that are already annotated, and records their release.
+    loader.sampler.set_epoch(1)
+    it = iter(loader)
+    next(it)
+    deadline = time.monotonic() + 10
+    while len(pipeline.annotator._ahead) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(pipeline.annotator._ahead) >= 3
+    held, done = threading.Event(), threading.Event()
+
+    def hold():
+        with pipeline._lock:
+            held.set()
+            done.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    t0 = time.monotonic()
+    for _ in range(3):
+        next(it)
+    waited = time.monotonic() - t0
+    done.set()
+    holder.join()
+    assert waited < 5, f"the hook waited {waited:.1f} s for the directory lock"
+    del it
     ds.close()

@@ -58,9 +58,11 @@ def summarize(run: Any, scenario: Scenario, *, n: int, record: float, x_compute:
     planned = tot.get("planned", 0)
     delivered = max(1, tot["delivered"])
     e = len(measured)
-    # Main-process cost of sampler + prefetcher: the pipeline's own CPU accounting
-    # (annotation, the sampler hook, reader threads outside read_many) plus update().
-    bookkeeping = tot.get("bookkeeping_cpu_s", 0) + tot.get("update_s", 0)
+    # Main-process CPU of sampler + prefetcher: the pipeline's own CPU accounting
+    # (annotation and releases, the sampler hook, reader threads outside read_many)
+    # plus update()'s CPU. update()'s wall time also holds its waits for the GIL while
+    # the background threads run: that is data-wait, not bookkeeping CPU.
+    bookkeeping = tot.get("bookkeeping_cpu_s", 0) + tot.get("update_cpu_s", 0)
     spec = run.spec
     return {
         "loader": run.name, "description": spec.description, "policy": spec.policy,

@@ -73,17 +73,20 @@ class CountingSource:
 
 
 class Timed:
-    """Wraps a callable and sums the wall seconds spent in it."""
+    """Wraps a callable and sums the wall seconds (``seconds``) and the calling thread's
+    CPU seconds (``cpu_seconds``) spent in it. They differ by the time the thread waited,
+    e.g. for the GIL while background threads ran."""
 
     def __init__(self, fn: Callable[..., Any]) -> None:
-        self.fn, self.seconds, self.calls = fn, 0.0, 0
+        self.fn, self.seconds, self.cpu_seconds, self.calls = fn, 0.0, 0.0, 0
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         try:
             return self.fn(*args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - start
+            self.cpu_seconds += time.thread_time() - cpu
             self.calls += 1
 
 

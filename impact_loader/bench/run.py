@@ -101,6 +101,7 @@ class LoaderRun:
                       "annotate_cpu_s", "hook_cpu_s", "prefetch_cpu_s", "hook_s"):
                 c[k] = s.get(k, 0)
             c["update_s"] = self.update.seconds
+            c["update_cpu_s"] = self.update.cpu_seconds
         if self.cached:
             c["thread_cpu_s"] = other_threads_cpu_seconds()
             d = self.dataset.directory.counts
