@@ -266,7 +266,7 @@ class ImportanceSampler(Sampler):
         probs = plan.selection.probs
         if isinstance(indices, torch.Tensor):
             if indices.device.type == "cpu":
-                self.table.check(indices.detach().numpy(), np.zeros(indices.numel()))
+                self.table.check_indices(indices.detach().numpy())
             if probs is None:
                 return torch.ones(indices.shape, dtype=torch.float32, device=indices.device)
             w = plan.cache.get(indices.device)
@@ -275,7 +275,7 @@ class ImportanceSampler(Sampler):
                     device=indices.device, dtype=torch.float32)
                 plan.cache[indices.device] = w
             return w[indices.detach().long()]
-        idx, _, _ = self.table.check(indices, np.zeros(np.size(indices)))
+        idx = self.table.check_indices(indices)
         if probs is None:
             return np.ones(idx.size)
         return 1.0 / (self.num_samples * probs[idx])

@@ -74,27 +74,18 @@ class ImportanceTable:
                 ``nonfinite="raise"``; the message names the offending indices.
             IndexError: an index is out of range; the message names it.
         """
-        idx = np.asarray(indices).reshape(-1)
         loss = np.asarray(losses).reshape(-1)
-        if idx.dtype.kind not in "iu":
-            raise TypeError(f"indices must be integers, got dtype {idx.dtype}; pass the "
-                            "int64 sample indices the loader delivered with the batch")
         if loss.dtype.kind not in "fiu":
             raise TypeError(f"losses must be real numbers, got dtype {loss.dtype}")
-        if idx.size != loss.size:
+        n_idx = np.size(indices)
+        if n_idx != loss.size:
             raise ValueError(
-                f"got {loss.size} losses for {idx.size} indices; pass one loss per sample "
+                f"got {loss.size} losses for {n_idx} indices; pass one loss per sample "
                 "(e.g. cross_entropy(..., reduction='none')), not the batch mean")
-        if idx.size == 0:
-            return idx.astype(np.int64), loss.astype(np.float64), 0
-        # One reduction checks both ends: negative int64 values are huge as uint64.
-        wide = idx.astype(np.int64, copy=False)
-        if wide.view(np.uint64).max() >= self.n:
-            bad = idx[(idx < 0) | (idx >= self.n)]
-            raise IndexError(f"sample indices {_few(bad)} are out of range [0, {self.n}); "
-                             "report the indices the loader delivered")
-        idx = wide
+        idx = self.check_indices(indices)
         loss = loss.astype(np.float64, copy=False)
+        if idx.size == 0:
+            return idx, loss, 0
         skipped = 0
         lo, hi = loss.min(), loss.max()  # NaN propagates into both
         if lo >= 0 and hi < np.inf:
@@ -115,6 +106,25 @@ class ImportanceTable:
                 f"{_few(loss[bad])} for sample indices {_few(idx[bad])}; report a "
                 "non-negative per-sample loss")
         return idx, loss, skipped
+
+    def check_indices(self, indices: Any) -> np.ndarray:
+        """Validate sample indices (any shape; flattened); returns them as int64.
+
+        Raises:
+            TypeError: indices are not integers.
+            IndexError: an index is out of range; the message names it.
+        """
+        idx = np.asarray(indices).reshape(-1)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"indices must be integers, got dtype {idx.dtype}; pass the "
+                            "int64 sample indices the loader delivered with the batch")
+        wide = idx.astype(np.int64, copy=False)
+        # One reduction checks both ends: negative int64 values are huge as uint64.
+        if wide.size and wide.view(np.uint64).max() >= self.n:
+            bad = idx[(idx < 0) | (idx >= self.n)]
+            raise IndexError(f"sample indices {_few(bad)} are out of range [0, {self.n}); "
+                             "report the indices the loader delivered")
+        return wide
 
     def apply(self, indices: np.ndarray, losses: np.ndarray, epoch: int) -> None:
         """Apply already validated losses (see ``check``) scored in ``epoch``."""

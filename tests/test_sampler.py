@@ -129,6 +129,18 @@ def test_weights_types_and_values():
     assert np.array_equal(u.weights(np.array([1, 2])), np.ones(2))
 
 
+@pytest.mark.parametrize("policy", ["importance", "uniform"])
+def test_weights_reject_bad_indices_by_name(policy):
+    s = ImportanceSampler(range(40), 8, policy)
+    _run_epoch(s, 0)
+    for bad in (np.array([3, 40]), torch.tensor([-1, 2]), [0, 99]):
+        with pytest.raises(IndexError, match=r"out of range \[0, 40\)"):
+            s.weights(bad)
+    with pytest.raises(TypeError, match="integers"):
+        s.weights(np.array([0.5]))
+    assert len(s.weights(np.zeros(0, np.int64))) == 0
+
+
 def test_update_accepts_tensors_with_grad_halves_lists_and_2d():
     s = ImportanceSampler(range(10), 5, "uniform")
     loss = torch.rand(3, requires_grad=True) * 2
