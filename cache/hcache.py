@@ -4,9 +4,9 @@ The *active* heap orders the cached H entries (store slots) by the importance th
 when the epoch started; admission compares a missed H-sample with its minimum. During
 the epoch, importance updates go only to the *shadow* heap, so the admission order
 stays stable while the sampler keeps learning. Admissions and evictions go to both.
-At the epoch boundary :meth:`swap` drops the shadow's dead entries (O(k), C speed),
-makes it the active heap (a reference swap) and re-seeds a fresh shadow as a copy of
-it (O(k) C-speed array copies for k entries).
+At the epoch boundary :meth:`swap` drops the shadow's dead entries (a numpy sort of
+its k entries, O(k log k) at C speed), makes it the active heap (a reference swap) and
+re-seeds a fresh shadow as a copy of it (O(k) C-speed array copies).
 Neither heap is ever touched by DataLoader workers, so a swap blocks no reader.
 
 Memory per cached H entry: two float32 keys (8 bytes) plus one 8-byte entry in each
@@ -124,7 +124,7 @@ class HCache:
         """Epoch boundary: the shadow order becomes the admission order.
 
         The shadow's dead entries (entries re-keyed or removed during the epoch) are
-        dropped first, in O(k), so the new active heap does not pop them one sift at
+        dropped first (one numpy sort, O(k log k)), so the new active heap does not pop them one sift at
         a time, and the fresh shadow (a copy) does not inherit them.
         """
         self.shadow.compact()
