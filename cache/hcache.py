@@ -124,8 +124,8 @@ class HCache:
         """Epoch boundary: the shadow order becomes the admission order.
 
         The shadow's dead entries (entries re-keyed or removed during the epoch) are
-        dropped first (one numpy sort, O(k log k)), so the new active heap does not pop them one sift at
-        a time, and the fresh shadow (a copy) does not inherit them.
+        dropped first (one numpy sort, O(k log k)), so the new active heap does not pop
+        them one sift at a time, and the fresh shadow (a copy) does not inherit them.
         """
         self.shadow.compact()
         self.active = self.shadow

@@ -143,7 +143,8 @@ class Annotator:
                                     or self._closed, timeout):
                 raise TimeoutError(f"batch {b} was not annotated within {timeout:.0f} s")
             if self.error is not None:
-                raise RuntimeError(f"annotating batch {b} failed: {self.error!r}") \
+                raise RuntimeError(f"the annotator thread failed (annotating or releasing "
+                                   f"batches) before batch {b}: {self.error!r}") \
                     from self.error
             if self._closed:
                 raise RuntimeError("the cache pipeline was closed; create a new sampler")

@@ -7,6 +7,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import torch
 
 import impact_loader as il
@@ -115,4 +116,20 @@ def test_consumed_batches_are_released_on_the_annotator_thread(tmp_path):
     holder.join()
     assert waited < 5, f"the hook waited {waited:.1f} s for the directory lock"
     del it
+    ds.close()
+
+
+def test_a_failed_release_surfaces_in_the_training_loop(tmp_path):
+    src = il.write_lmdb(str(tmp_path / "d"), make_samples(200, payload=64))
+    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=40 * 512)
+    loader = il.ImpactLoader(ds, batch_size=10, policy="uniform")
+    ds.pipeline.outstanding = 1
+
+    def broken(seq):
+        raise OSError(f"release {seq} broke")
+
+    ds.pipeline.directory.release = broken
+    with pytest.raises(il.PrefetchError, match=r"releasing.*release \d+ broke"):
+        for _ in loader:
+            pass
     ds.close()
