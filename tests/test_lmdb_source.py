@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import impact_loader as il
 from impact_loader.lmdb_source import META_KEY, index_key
+from lock_holder import held_by_another_thread
 from source_factories import make_samples
 
 
@@ -214,28 +215,13 @@ def test_map_grows_when_full(tmp_path):
 
 
 def test_fork_while_another_thread_holds_the_registry_lock(src):
-    import threading
-
     from impact_loader import _lmdb_env
 
     src.close()
-    held, release = threading.Event(), threading.Event()
-
-    def hold():
-        with _lmdb_env._registry_lock:
-            held.set()
-            release.wait(10)
-
-    t = threading.Thread(target=hold)
-    t.start()
-    held.wait(10)
-    try:
+    with held_by_another_thread(_lmdb_env._registry_lock):
         ctx = mp.get_context("fork")
         q = ctx.Queue()
         p = ctx.Process(target=_child_reads, args=(src.path, q))
         p.start()
         assert q.get(timeout=30) == [3, 4]  # the child did not inherit a held lock
         p.join(30)
-    finally:
-        release.set()
-        t.join()

@@ -13,6 +13,7 @@ import torch
 import impact_loader as il
 from impact_loader.pipeline import cap_h_tier
 from impact_loader.plan import TIER_H, TIER_L
+from lock_holder import held_by_another_thread
 from source_factories import make_samples
 
 
@@ -98,22 +99,11 @@ def test_consumed_batches_are_released_on_the_annotator_thread(tmp_path):
     while len(pipeline.annotator._ahead) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(pipeline.annotator._ahead) >= 3
-    held, done = threading.Event(), threading.Event()
-
-    def hold():
-        with pipeline._lock:
-            held.set()
-            done.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    held.wait(5)
-    t0 = time.monotonic()
-    for _ in range(3):
-        next(it)
-    waited = time.monotonic() - t0
-    done.set()
-    holder.join()
+    with held_by_another_thread(pipeline._lock):
+        t0 = time.monotonic()
+        for _ in range(3):
+            next(it)
+        waited = time.monotonic() - t0
     assert waited < 5, f"the hook waited {waited:.1f} s for the directory lock"
     del it
     ds.close()
