@@ -127,12 +127,15 @@ class ImpactDataset:
             first_seq = self.pipeline.annotator.seq + 1  # batch numbers go on
             self.pipeline = None
         config = self.directory.config
+        policy = getattr(sampler, "policy_name", None)
+        sampling = getattr(sampler, "config", None)
         h_fraction, tiers = cache_layout(
             self.cache_policy, self.cache_bytes, n_samples=len(self.source),
-            record_bytes=self.record_blocks * config.block_bytes,
-            policy=getattr(sampler, "policy_name", None),
-            h_share=getattr(getattr(sampler, "config", None), "h_share", None),
-            batch_size=getattr(sampler, "batch_size", 1), package_size=config.package_size)
+            record_bytes=self.record_blocks * config.block_bytes, policy=policy,
+            h_share=getattr(sampling, "h_share", None),
+            batch_size=getattr(sampler, "batch_size", 1), package_size=config.package_size,
+            planned_share=(getattr(sampling, "trained_fraction", 1.0)
+                           if policy == "impact" else 1.0))
         if (h_fraction is not None and "h_fraction" not in self.cache_options
                 and h_fraction != config.h_fraction
                 and self.directory.stats()["planned"] == 0):

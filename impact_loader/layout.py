@@ -10,7 +10,8 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["L_CACHE_BATCHES", "block_bytes_for", "cache_layout", "probe_sizes"]
+__all__ = ["L_CACHE_BATCHES", "MAX_L_SHARE", "block_bytes_for", "cache_layout",
+           "probe_sizes"]
 
 
 def probe_sizes(source: Any, probes: int = 16) -> np.ndarray:
@@ -35,10 +36,15 @@ def block_bytes_for(sizes: np.ndarray) -> int:
 #: Batches of L-tier samples the L-cache holds beside its packages (see cache_layout).
 L_CACHE_BATCHES = 32
 
+#: Most of a ranked plan's cache the L-cache may take: the H-cache keeps at least the
+#: rest, so the most important samples of each epoch are still trained for real.
+MAX_L_SHARE = 0.7
+
 
 def cache_layout(cache_policy: str, cache_bytes: int, *, n_samples: int,
                  record_bytes: int, policy: Optional[str], h_share: Optional[float],
-                 batch_size: int, package_size: int) -> Tuple[Optional[float], bool]:
+                 batch_size: int, package_size: int,
+                 planned_share: float = 1.0) -> Tuple[Optional[float], bool]:
     """How the cache should serve a sampler's plans: ``(h_fraction, tiers)``.
 
     * The cache holds the whole data set: tiers are ignored (``tiers=False``), so every
@@ -46,13 +52,17 @@ def cache_layout(cache_policy: str, cache_bytes: int, *, n_samples: int,
       would; the ``importance`` policy puts it all in one pool (``h_fraction=1``).
     * ``uniform`` plans rank nothing (``TIER_NONE``, routed to the H pool): all to H;
       with ``h_share=0`` every sample is L-tier (Quiver-style): all to L.
-    * Ranked plans (``impact``, ``importance``, ``selective``): the L-cache only serves
-      substitutes, and its content is renewed with packages (one sequential request per
-      ``package_size`` samples) every epoch, so it needs room only for the L-tier samples
-      of the batches in flight, :data:`L_CACHE_BATCHES` batches of
-      ``(1 - h_share) * batch_size``, plus two packages; it never gets more than the
-      sampler's L share ``1 - h_share``. Every other byte is H-cache, where a hit saves
-      a random read.
+    * Ranked plans (``impact``, ``importance``, ``selective``): the L-cache serves
+      substitutes, renewed with packages (one sequential request per ``package_size``
+      samples). A substitute stays pinned until its batch is consumed, so the L-cache
+      needs room for the L-tier samples of :data:`L_CACHE_BATCHES` batches plus two
+      packages; without that room a package cannot load and an L-tier miss becomes a
+      random read. The L-tier share of a batch is not just ``1 - h_share``: the
+      pipeline marks H-tier at most as many samples per epoch as the H-cache holds
+      (``cap_h_tier``), so a smaller H-cache means more L-tier samples. The split is the
+      largest H-cache whose L-cache still has that room, with at most
+      :data:`MAX_L_SHARE` of the cache going to L. Every other byte is H-cache, where
+      a hit saves a random read.
 
     Args:
         cache_policy: the dataset's cache policy (only ``"importance"`` has a split).
@@ -63,6 +73,8 @@ def cache_layout(cache_policy: str, cache_bytes: int, *, n_samples: int,
         h_share: the sampler's H-tier share (None: unknown).
         batch_size: samples per batch.
         package_size: samples per L-package.
+        planned_share: samples planned per epoch, as a share of ``n_samples`` (the
+            ``impact`` policy's ``trained_fraction`` in its selection epochs).
 
     Returns:
         ``(h_fraction, tiers)``; ``h_fraction`` is None where the split does not matter
@@ -76,6 +88,10 @@ def cache_layout(cache_policy: str, cache_bytes: int, *, n_samples: int,
         return 0.0, True
     if policy == "uniform":
         return 1.0, True
-    l_need = (L_CACHE_BATCHES * (1 - h_share) * batch_size + 2 * package_size) * record_bytes
-    l_share = min(1 - h_share, l_need / cache_bytes)
-    return round(1 - l_share, 4), True
+    records = cache_bytes / record_bytes
+    planned = max(1.0, planned_share * n_samples)
+    h = np.linspace(1.0 - MAX_L_SHARE, 1.0, 1001)  # candidate H shares of the cache
+    h_tier = np.minimum(h_share * planned, h * records) / planned  # after cap_h_tier
+    l_need = L_CACHE_BATCHES * (1.0 - h_tier) * batch_size + 2 * package_size
+    fits = (1.0 - h) * records >= l_need
+    return round(float(h[fits].max() if fits.any() else h[0]), 4), True

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import impact_loader as il
+from impact_loader.layout import L_CACHE_BATCHES, MAX_L_SHARE
 from impact_loader.dataset import ImpactDataset
 from source_factories import make_samples
 
@@ -77,13 +78,41 @@ def test_cache_layout_follows_the_sampler():
         == (1.0, True)
     assert cache_layout("importance", 20_000, policy="uniform", h_share=0.0, **kw) \
         == (0.0, True)
-    # Ranked plans: the L-cache gets room for the batches in flight, at most 1 - h_share.
+    # Ranked plans: the L-cache gets room for the batches in flight, at most MAX_L_SHARE.
     h, tiers = cache_layout("importance", 20_000, policy="impact", h_share=0.7, **kw)
-    assert tiers and h == 0.7  # (32 * 3 + 16) records need more than 30% here
+    assert tiers and h == pytest.approx(1 - MAX_L_SHARE)  # 200 records: L cannot fit
     h, _ = cache_layout("importance", 2_000_000 // 4, policy="impact", h_share=0.7,
                         **dict(kw, n_samples=100_000))
     assert 0.7 < h < 1
     assert cache_layout("lru", 20_000, policy="impact", h_share=0.7, **kw) == (None, True)
+
+
+@pytest.mark.parametrize("n, records, planned_share", [
+    (100_000, 5_000, 1.0), (20_000, 8_000, 0.5), (20_000, 16_000, 0.5), (4_000, 800, 0.5)])
+def test_ranked_split_is_the_largest_h_cache_that_leaves_the_l_cache_room(
+        n, records, planned_share):
+    """The L need counts the L-tier samples the H-tier cap adds (a smaller H-cache marks
+    fewer samples H-tier), and the H-cache gets every record the L-cache can spare."""
+    from impact_loader.layout import cache_layout
+
+    bs, pkg, h_share = 128, 64, 0.7
+    h, _ = cache_layout("importance", records * 100, n_samples=n, record_bytes=100,
+                        policy="impact", h_share=h_share, batch_size=bs,
+                        package_size=pkg, planned_share=planned_share)
+    planned = planned_share * n
+
+    def room(share):  # L records left beyond the need of L_CACHE_BATCHES batches
+        h_tier = min(h_share * planned, share * records) / planned
+        return (1 - share) * records - (L_CACHE_BATCHES * (1 - h_tier) * bs + 2 * pkg)
+
+    floor = 1 - MAX_L_SHARE
+    assert floor - 1e-9 <= h <= 1
+    if h > floor + 1e-9:
+        assert room(h) >= -1e-6 * records  # the L-cache has its room ...
+    else:
+        assert room(h) < 0  # ... or cannot have it, and takes its maximum share
+    if h < 1:
+        assert room(min(1.0, h + 0.005)) < 0  # one step more H-cache breaks the room
 
 
 def test_the_split_is_set_when_a_sampler_attaches_unless_given(src):
