@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from .codes import LOC_L, LOC_SOURCE, LOC_STAGING
-from .slots import PENDING
+from .slots import PENDING, pool_groups
 
 if TYPE_CHECKING:  # pragma: no cover
     from .annotation import BatchBuilder
@@ -143,25 +143,21 @@ def evict(d: "CacheDirectory", slots, forgotten: bool = False,
     pending = t.state[slots] == PENDING
     n_pending = np.count_nonzero(pending)
     if n_pending:
-        uncount_pending(d, t.pool[slots[pending]] if pool is None else None, pool,
-                        n_pending)
+        uncount_pending(d, t.pool[slots[pending]] if pool is None else pool, n_pending)
     if not forgotten:
         d.policy.removed(slots)
     d.store.retire_many(slots, current=True, pool=pool)
     d.counts["evicted"] += len(slots)
 
 
-def uncount_pending(d: "CacheDirectory", pools: Optional[np.ndarray],
-                    pool: Optional[int], n: int) -> None:
-    """``n`` reservations are no longer pending: in ``pool``, or ``pools[i]`` each."""
-    pending = d._pending
-    if pool is not None:
-        pending[pool] -= n
-    elif n == 1 or np.count_nonzero(pools != pools[0]) == 0:
-        pending[int(pools[0])] -= n
-    else:
-        for p, k in enumerate(np.bincount(pools).tolist()):
-            pending[p] -= k
+def uncount_pending(d: "CacheDirectory", pools, n: int) -> None:
+    """``n`` reservations are no longer pending: all in pool ``pools`` (an int), or one
+    in ``pools[i]`` each (an array of ``n`` pool ids)."""
+    if isinstance(pools, (int, np.integer)):
+        d._pending[int(pools)] -= n
+        return
+    for p, mine in pool_groups(pools):
+        d._pending[p] -= n if mine is None else int(np.count_nonzero(mine))
 
 
 def admit_misses(d: "CacheDirectory", b: "BatchBuilder") -> None:

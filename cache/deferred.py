@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from .layout import chain_of
-from .slots import FREE, GEN_LIMIT, LIVE, PENDING, RETIRED
+from .slots import FREE, GEN_LIMIT, LIVE, PENDING, RETIRED, pool_groups
 
 __all__ = ["DeferredFree"]
 
@@ -147,13 +147,7 @@ class DeferredFree:
         t, bb = self._t, self.block_bytes
         n = t.length[slots].astype(np.int64)
         head = t.head[slots]
-        if pool is not None:
-            groups = [(pool, None)]
-        else:
-            pools = t.pool[slots]
-            p0 = int(pools[0])
-            groups = [(p0, None)] if np.count_nonzero(pools != p0) == 0 else [
-                (p, pools == p) for p in set(pools.tolist())]
+        groups = [(pool, None)] if pool is not None else pool_groups(t.pool[slots])
         for p, mine in groups:
             nn, hh = (n, head) if mine is None else (n[mine], head[mine])
             self._used_bytes[p] -= sum(nn.tolist())

@@ -21,7 +21,7 @@ import numpy as np
 from .admission import evict, first_occurrences, uncount_pending
 from .checks import fill_indices
 from .codes import LOC_STAGING
-from .slots import PENDING
+from .slots import PENDING, pool_groups
 
 if TYPE_CHECKING:  # pragma: no cover
     from .directory import CacheDirectory
@@ -57,13 +57,11 @@ def fill(d: "CacheDirectory", indices, records) -> int:
     pools = t.pool[slots]
     placed = 0
     if len(recs) >= _BULK and 0 < sizes.min() and sizes.max() <= store.block_bytes:
-        p0 = int(pools[0])
-        groups = [p0] if np.count_nonzero(pools != p0) == 0 else sorted(set(pools.tolist()))
-        for p in groups:
-            if len(groups) == 1:
+        for p, mine in pool_groups(pools):
+            if mine is None:
                 s, r, z = slots, recs, sizes
             else:
-                keep = (pools == p).nonzero()[0]
+                keep = mine.nonzero()[0]
                 s, r, z = slots[keep], [recs[i] for i in keep.tolist()], sizes[keep]
             if store._put_singles(s, p, r, z):
                 placed += _account(d, s, z, p)
@@ -87,12 +85,11 @@ def _account(d: "CacheDirectory", slots, sizes, pool: Optional[int] = None) -> i
     sizes = np.asarray(sizes, np.int64)
     total = sum(sizes.tolist())
     if pool is None:
-        pools = d.store._t.pool[slots]
-        d.store._published(slots, pools, sizes)
-        uncount_pending(d, pools, None, len(slots))
+        pool = d.store._t.pool[slots]
+        d.store._published(slots, pool, sizes)
     else:
         d.store._published_in(slots, pool, total)
-        d._pending[pool] -= len(slots)
+    uncount_pending(d, pool, len(slots))
     d._size_sum += total
     return len(slots)
 

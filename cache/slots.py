@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SlotTable", "FREE", "PENDING", "LIVE", "RETIRED", "INITIAL_SLOTS", "GROWTH",
+__all__ = ["SlotTable", "pool_groups", "FREE", "PENDING", "LIVE", "RETIRED", "INITIAL_SLOTS", "GROWTH",
            "GEN_LIMIT", "generations_of", "promise", "unique"]
 
 FREE, PENDING, LIVE, RETIRED = 0, 1, 2, 3
@@ -52,6 +52,16 @@ def unique(a: np.ndarray) -> np.ndarray:
         return a
     s = np.sort(a)
     return s[np.concatenate(([True], s[1:] != s[:-1]))]
+
+
+def pool_groups(pools: np.ndarray) -> list:
+    """``[(pool, mask)]`` grouping non-empty ``pools`` (one pool id per slot):
+    ``[(p, None)]`` when every slot is in pool ``p`` (the common case, no mask built),
+    else one boolean mask per distinct pool, in pool order."""
+    p0 = int(pools[0])
+    if np.count_nonzero(pools != p0) == 0:
+        return [(p0, None)]
+    return [(p, pools == p) for p in sorted(set(pools.tolist()))]
 
 
 class SlotTable:
