@@ -9,6 +9,13 @@ from the source, so the cache can only make things faster, never wrong.
 Every item is ``(sample, index)`` with the index actually delivered, so with the
 default collate a batch is ``(samples, indices)``.
 
+Forked workers: a worker's first batch moves every object it inherited into the garbage
+collector's permanent generation (``gc.freeze()``, once per worker process). Otherwise
+the worker's first full collection walks the parent's objects and writes to their
+headers, which turns every page holding them private: about 35 MiB per worker on the
+memory benchmark (``benchmarks/memory.py``), once, at the second epoch. The main
+process is never frozen.
+
 Counting: every read is counted in :attr:`ImpactDataset.counters`, a table shared with
 the DataLoader workers (see :mod:`impact_loader.counters`), so the main process sees
 what the workers read (``ImpactLoader.stats()``, :mod:`impact_loader.metrics`).
@@ -16,6 +23,8 @@ what the workers read (``ImpactLoader.stats()``, :mod:`impact_loader.metrics`).
 
 from __future__ import annotations
 
+import gc
+import os
 import time
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -177,6 +186,8 @@ class ImpactDataset:
 
     def __getitems__(self, plan: Any) -> List[Tuple[Any, int]]:
         """Read one batch: a :class:`BatchPlan` or a sequence of int indices."""
+        if _frozen_in != os.getpid():
+            _freeze_inherited()
         if not isinstance(plan, BatchPlan):
             idx = check_indices(list(plan), len(self.source), "ImpactDataset")
             raws = self._read_source(idx)
@@ -242,6 +253,20 @@ class _Counted:
 
 
 _ZERO = (0, 0, 0)
+
+#: Process id whose inherited objects were frozen, or which needs no freezing.
+_frozen_in = -1
+
+
+def _freeze_inherited() -> None:
+    """In a DataLoader worker: ``gc.freeze()`` what the worker inherited (see the module
+    docstring); in any other process: nothing. Runs once per process."""
+    global _frozen_in
+    from torch.utils.data import get_worker_info
+
+    if get_worker_info() is not None:
+        gc.freeze()
+    _frozen_in = os.getpid()
 
 
 def _per_tier(tier: np.ndarray, positions: List[int]) -> Sequence[int]:

@@ -214,3 +214,26 @@ def test_a_second_sampler_on_the_same_dataset_continues_the_batch_numbers(src):
         assert sorted(seen) == list(range(len(src)))
     assert ds.source_reads == 0  # every read went through the prefetcher, both times
     ds.close()
+
+
+def _freeze_count(sample):
+    import gc
+    return gc.get_freeze_count()
+
+
+def test_workers_freeze_what_they_inherited_and_the_main_process_does_not(tmp_path):
+    """A worker's first batch puts the objects it inherited in the collector's
+    permanent generation, so its full collections do not write to (and copy) the
+    parent's pages; a dataset read in the main process freezes nothing."""
+    import gc
+    src = il.write_lmdb(str(tmp_path / "d"), make_samples(40, payload=16))
+    ds = ImpactDataset(src, transform=_freeze_count, cache_bytes=0)
+    before = gc.get_freeze_count()
+    in_main = [c for c, _ in ds.__getitems__(range(8))]
+    assert in_main == [before] * 8 and gc.get_freeze_count() == before
+    loader = DataLoader(ds, batch_size=8, num_workers=2,
+                        multiprocessing_context="fork", collate_fn=list)
+    counts = [c for batch in loader for c, _ in batch]
+    assert len(counts) == 40 and min(counts) > 0
+    assert gc.get_freeze_count() == before
+    ds.close()
