@@ -153,9 +153,6 @@ def evict(d: "CacheDirectory", slots, forgotten: bool = False,
 def uncount_pending(d: "CacheDirectory", pools, n: int) -> None:
     """``n`` reservations are no longer pending: all in pool ``pools`` (an int), or one
     in ``pools[i]`` each (an array of ``n`` pool ids)."""
-    if isinstance(pools, (int, np.integer)):
-        d._pending[int(pools)] -= n
-        return
     for p, mine in pool_groups(pools):
         d._pending[p] -= n if mine is None else int(np.count_nonzero(mine))
 

@@ -147,8 +147,7 @@ class DeferredFree:
         t, bb = self._t, self.block_bytes
         n = t.length[slots].astype(np.int64)
         head = t.head[slots]
-        groups = [(pool, None)] if pool is not None else pool_groups(t.pool[slots])
-        for p, mine in groups:
+        for p, mine in pool_groups(t.pool[slots] if pool is None else pool):
             nn, hh = (n, head) if mine is None else (n[mine], head[mine])
             self._used_bytes[p] -= sum(nn.tolist())
             chained = hh < _ZERO

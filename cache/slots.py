@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SlotTable", "pool_groups", "FREE", "PENDING", "LIVE", "RETIRED", "INITIAL_SLOTS", "GROWTH",
-           "GEN_LIMIT", "generations_of", "promise", "unique"]
+__all__ = ["SlotTable", "pool_groups", "FREE", "PENDING", "LIVE", "RETIRED",
+           "INITIAL_SLOTS", "GROWTH", "GEN_LIMIT", "generations_of", "promise", "unique"]
 
 FREE, PENDING, LIVE, RETIRED = 0, 1, 2, 3
 INITIAL_SLOTS = 512   # owner-side slots allocated up front
@@ -54,10 +54,13 @@ def unique(a: np.ndarray) -> np.ndarray:
     return s[np.concatenate(([True], s[1:] != s[:-1]))]
 
 
-def pool_groups(pools: np.ndarray) -> list:
-    """``[(pool, mask)]`` grouping non-empty ``pools`` (one pool id per slot):
-    ``[(p, None)]`` when every slot is in pool ``p`` (the common case, no mask built),
-    else one boolean mask per distinct pool, in pool order."""
+def pool_groups(pools) -> list:
+    """``[(pool, mask)]`` grouping slots by pool. ``pools`` is one pool id for every
+    slot (an int) or a non-empty array of one id per slot. ``[(p, None)]`` when every
+    slot is in pool ``p`` (the common case, no mask built), else one boolean mask per
+    distinct pool, in pool order."""
+    if isinstance(pools, (int, np.integer)):
+        return [(int(pools), None)]
     p0 = int(pools[0])
     if np.count_nonzero(pools != p0) == 0:
         return [(p0, None)]
