@@ -27,7 +27,8 @@ leaves its loop and, on the way out, waits for its queue's feeder thread to flus
 batches it already sent; with batches in line those fill the pipe, nobody reads it any
 more, and the worker would wait forever. So the first in-line batch of a worker
 registers an exit hook that runs before that wait and ends the process at once when
-its parent is gone (it never runs while the parent lives).
+its parent is gone (it never runs while the parent lives), also when that first batch
+comes after the training process died.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 from torch.utils.data._utils.collate import default_collate
+
+from ._process import orphaned
 
 __all__ = ["InlineCollate", "DEFAULT_INLINE_BYTES", "checked_size"]
 
@@ -98,12 +101,11 @@ def _exit_when_orphaned() -> None:
     pid = os.getpid()
     if _guarded_pid != pid:
         _guarded_pid = pid
-        mp_util.Finalize(None, _exit_if_parent_died, args=(os.getppid(),),
-                         exitpriority=100)
+        mp_util.Finalize(None, _exit_if_orphaned, exitpriority=100)
 
 
-def _exit_if_parent_died(parent: int) -> None:
-    if os.getppid() != parent:
+def _exit_if_orphaned() -> None:
+    if orphaned():
         os._exit(0)  # nobody reads the batches still in the pipe
 
 

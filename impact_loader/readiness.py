@@ -20,11 +20,11 @@ after ``cells`` batches, far more than a DataLoader ever has in flight.
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
 
+from ._process import orphaned
 from ._shared_view import SharedView
 from .cache.region import SharedRegion
 
@@ -89,13 +89,12 @@ class BatchReadiness(SharedView):
         if state != PENDING:
             return state
         deadline = time.monotonic() + self.timeout
-        parent = os.getppid()
         pause = 1e-4
         while True:
             time.sleep(pause)
             state = self.state(seq)
             if (state != PENDING or time.monotonic() > deadline
-                    or os.getppid() != parent):
+                    or orphaned()):
                 return state
             pause = min(2e-3, pause * 1.5)
 

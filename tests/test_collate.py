@@ -130,35 +130,53 @@ def test_impact_loader_rejects_a_negative_inline_size():
 
 
 _ORPHAN_CHILD = r"""
-import json, sys, time
+import json, multiprocessing, os, sys, time
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 from impact_loader.collate import InlineCollate
 
 
 class Big(Dataset):
+    def __init__(self, late, mark):
+        self.late, self.mark = late, mark
+
     def __len__(self):
         return 10_000
 
     def __getitem__(self, i):
+        if self.late and get_worker_info().id == 1:
+            open(self.mark, "a").close()  # in its loop: torch's watchdog knows the parent
+            parent = multiprocessing.parent_process().pid
+            deadline = time.monotonic() + 20
+            while os.getppid() == parent and time.monotonic() < deadline:
+                time.sleep(0.05)  # this worker's first batch comes after the parent died
         return torch.full((1000,), float(i))  # 32 x 4 KB = 128 KB per batch, in line
 
 
 if __name__ == "__main__":
-    loader = DataLoader(Big(), batch_size=32, num_workers=2, prefetch_factor=4,
-                        collate_fn=InlineCollate(), multiprocessing_context=sys.argv[1])
+    method, when, mark = sys.argv[1:]
+    loader = DataLoader(Big(when == "late", mark), batch_size=32, num_workers=2,
+                        prefetch_factor=4, collate_fn=InlineCollate(),
+                        multiprocessing_context=method)
     it = iter(loader)
-    next(it)
-    time.sleep(1.0)  # the workers fill the pipe with batches in line
+    if when == "late":
+        next(it)  # from worker 0
+        while not os.path.exists(mark):
+            time.sleep(0.05)
+    else:
+        next(it), next(it)  # one batch from each worker: both are in their loops
+        time.sleep(1.0)  # the workers fill the pipe with batches in line
     print(json.dumps([w.pid for w in it._workers]), flush=True)
     time.sleep(600)
 """
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_workers_exit_when_the_training_process_is_killed(method, tmp_path):
+@pytest.mark.parametrize("when", ["early", "late"])
+def test_workers_exit_when_the_training_process_is_killed(method, when, tmp_path):
     """Batches in line fill the queue's pipe; a worker whose parent was killed must
-    not wait forever for it to drain on its way out."""
+    not wait forever for it to drain on its way out. ``late``: a worker's first batch
+    is collated after the parent died (it has been re-parented by then)."""
     import json
     import os
     import signal
@@ -168,7 +186,8 @@ def test_workers_exit_when_the_training_process_is_killed(method, tmp_path):
 
     script = tmp_path / "orphan_child.py"  # a file: spawn workers re-import it
     script.write_text(_ORPHAN_CHILD)
-    child = subprocess.Popen([sys.executable, str(script), method],
+    child = subprocess.Popen([sys.executable, str(script), method, when,
+                              str(tmp_path / "in_loop")],
                              stdout=subprocess.PIPE, text=True)
     try:
         workers = json.loads(child.stdout.readline())

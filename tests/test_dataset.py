@@ -174,6 +174,52 @@ def test_batch_readiness_flags():
         BatchReadiness(cells=10)
 
 
+def _wait_once_orphaned(readiness, conn):
+    import multiprocessing
+    import os
+    import time
+
+    conn.send(os.getpid())
+    starter = multiprocessing.parent_process().pid
+    while os.getppid() == starter:
+        time.sleep(0.01)
+    t = time.monotonic()
+    state = readiness.wait(0)  # nobody will ever mark batch 0
+    conn.send((state, time.monotonic() - t))
+
+
+def _start_and_die(readiness, conn):
+    import multiprocessing
+    import os
+
+    multiprocessing.get_context("fork").Process(
+        target=_wait_once_orphaned, args=(readiness, conn)).start()
+    os._exit(0)
+
+
+def test_a_worker_whose_parent_died_before_it_waited_stops_waiting():
+    """The wait gives up when the process that started it is gone, also when it died
+    before the wait began (the worker has been re-parented by then)."""
+    import multiprocessing
+    import os
+    import signal
+
+    from impact_loader.readiness import PENDING, BatchReadiness
+
+    ctx = multiprocessing.get_context("fork")
+    readiness = BatchReadiness(cells=1024, timeout=600.0)
+    receive, send = ctx.Pipe(duplex=False)
+    ctx.Process(target=_start_and_die, args=(readiness, send)).start()
+    assert receive.poll(60)
+    waiter = receive.recv()
+    if not receive.poll(60):
+        os.kill(waiter, signal.SIGKILL)
+        pytest.fail("the orphaned waiter did not give up")
+    state, waited = receive.recv()
+    assert state == PENDING and waited < 60
+    readiness.close()
+
+
 def test_workers_wait_for_reads_handed_over_early(src):
     """A plan handed over before its reads landed is served from the store once ready."""
     record = len(src.read_many([0])[0])
