@@ -35,3 +35,20 @@ def test_quick_easy_run_writes_both_reports(tmp_path):
     assert easy["scenario"]["storage"]["name"] == "local"
     assert easy["runs"][0]["cache_fraction"] == 1.05
     assert ref["samples"] == easy["samples"] == 384
+
+
+def test_step_contention_measures_every_competitor(capsys):
+    path = os.path.join(os.path.dirname(BENCH), "step_contention.py")
+    spec = importlib.util.spec_from_file_location("step_contention", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.measure(steps=3, batch_size=16, intervals_ms=[0.1])
+    per_threads = {}
+    for threads, what, ms, alone in rows:
+        assert ms > 0 and alone > 0
+        per_threads.setdefault(threads, []).append(what)
+    assert 1 in per_threads
+    for names in per_threads.values():
+        assert names == ["alone", "a busy Python thread, switch interval 0.1 ms",
+                         "1 busy process", "2 busy processes"]
+    assert not __import__("multiprocessing").active_children()  # spinners stopped
