@@ -94,16 +94,39 @@ def measure(steps: int, batch_size: int, intervals_ms: List[float]) -> List[tupl
     return rows
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return value
+
+
+def _intervals(text: str) -> List[float]:
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(0 < v < 1e6 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of milliseconds > 0, e.g. 5,1,0.1")
+    return values
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=100, help="steps per measurement")
-    p.add_argument("--batch-size", type=int, default=128, help="samples per step")
-    p.add_argument("--intervals-ms", default="5,1,0.1",
-                   help="GIL switch intervals to try beside the busy thread (ms, "
-                        "comma-separated; default: 5,1,0.1; Python's default is 5)")
+    p.add_argument("--steps", type=_positive_int, default=100,
+                   help="steps per measurement (default: 100)")
+    p.add_argument("--batch-size", type=_positive_int, default=128,
+                   help="samples per step (default: 128)")
+    p.add_argument("--intervals-ms", type=_intervals, default=[5.0, 1.0, 0.1],
+                   metavar="MS[,MS...]",
+                   help="GIL switch intervals to try beside the busy thread "
+                        "(milliseconds; default: 5,1,0.1; Python's default is 5)")
     args = p.parse_args(argv)
-    rows = measure(args.steps, args.batch_size,
-                   [float(x) for x in args.intervals_ms.split(",")])
+    rows = measure(args.steps, args.batch_size, args.intervals_ms)
     print(f"training step of impact-bench's task, batch {args.batch_size}, "
           f"{args.steps} steps per figure (ms per step; ratio to alone)")
     for threads, what, ms, alone in rows:

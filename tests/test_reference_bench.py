@@ -9,6 +9,8 @@ import importlib.util
 import json
 import os
 
+import pytest
+
 BENCH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "reference.py")
 
 
@@ -37,12 +39,16 @@ def test_quick_easy_run_writes_both_reports(tmp_path):
     assert ref["samples"] == easy["samples"] == 384
 
 
-def test_step_contention_measures_every_competitor(capsys):
+def _step_contention():
     path = os.path.join(os.path.dirname(BENCH), "step_contention.py")
     spec = importlib.util.spec_from_file_location("step_contention", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    rows = module.measure(steps=3, batch_size=16, intervals_ms=[0.1])
+    return module
+
+
+def test_step_contention_measures_every_competitor():
+    rows = _step_contention().measure(steps=3, batch_size=16, intervals_ms=[0.1])
     per_threads = {}
     for threads, what, ms, alone in rows:
         assert ms > 0 and alone > 0
@@ -52,3 +58,12 @@ def test_step_contention_measures_every_competitor(capsys):
         assert names == ["alone", "a busy Python thread, switch interval 0.1 ms",
                          "1 busy process", "2 busy processes"]
     assert not __import__("multiprocessing").active_children()  # spinners stopped
+
+
+@pytest.mark.parametrize("args, named", [(["--steps", "0"], "'0'"),
+                                         (["--intervals-ms", "5,x"], "'5,x'"),
+                                         (["--intervals-ms", "-1"], "'-1'")])
+def test_step_contention_rejects_bad_arguments(args, named, capsys):
+    with pytest.raises(SystemExit):
+        _step_contention().main(args)
+    assert named in capsys.readouterr().err
