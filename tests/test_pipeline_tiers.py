@@ -13,6 +13,7 @@ import torch
 import impact_loader as il
 from impact_loader.pipeline import cap_h_tier
 from impact_loader.plan import TIER_H, TIER_L
+from impact_loader.readiness import PENDING
 from lock_holder import held_by_another_thread
 from source_factories import make_samples
 
@@ -72,41 +73,52 @@ def test_consumed_batches_are_released_on_the_annotator_thread(tmp_path):
     src = il.write_lmdb(str(tmp_path / "d"), make_samples(400, payload=64))
     ds = il.ImpactDataset(src, transform=_xy, cache_bytes=80 * 512)
     loader = il.ImpactLoader(ds, batch_size=20, policy="uniform")
-    pipeline = ds.pipeline
-    pipeline.outstanding = 2
-    released, orig = [], pipeline.directory.release
+    try:
+        pipeline = ds.pipeline
+        pipeline.outstanding = 2
+        released, orig = [], pipeline.directory.release
 
-    def spy(seq):
-        released.append((seq, threading.current_thread().name))
-        orig(seq)
+        def spy(seq):
+            released.append((seq, threading.current_thread().name))
+            orig(seq)
 
-    pipeline.directory.release = spy
-    handed = [idx for _, idx in loader]
-    assert len(handed) == 20
-    # Batch k is consumed once `outstanding + 1` more were handed over: 0 .. 16 here.
-    deadline = time.monotonic() + 10
-    while (not released or released[-1][0] < 16) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert {name for _, name in released} == {"impact-annotate"}
-    seqs = [s for s, _ in released]
-    assert seqs == sorted(seqs) and seqs[-1] == 16  # later batches may still be read
-    # With the directory lock held (as a running annotation holds it), the hook still
-    # hands over batches that are already annotated, and records their release.
-    loader.sampler.set_epoch(1)
-    it = iter(loader)
-    next(it)
-    deadline = time.monotonic() + 10
-    while len(pipeline.annotator._ahead) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(pipeline.annotator._ahead) >= 3
-    with held_by_another_thread(pipeline._lock):
-        t0 = time.monotonic()
-        for _ in range(3):
-            next(it)
-        waited = time.monotonic() - t0
-    assert waited < 5, f"the hook waited {waited:.1f} s for the directory lock"
-    del it
-    ds.close()
+        pipeline.directory.release = spy
+        handed = [idx for _, idx in loader]
+        assert len(handed) == 20
+        # Batch k is consumed once `outstanding + 1` more were handed over: 0 .. 16 here.
+        deadline = time.monotonic() + 10
+        while (not released or released[-1][0] < 16) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert {name for _, name in released} == {"impact-annotate"}
+        seqs = [s for s, _ in released]
+        assert seqs == sorted(seqs) and seqs[-1] == 16  # later batches may still be read
+        # With the directory lock held (as a running annotation holds it), the hook still
+        # hands over batches that are already annotated, and records their release.
+        loader.sampler.set_epoch(1)
+        it = iter(loader)
+        next(it)
+
+        def next_three_read():
+            # Annotated, and their reads stored: storing takes the directory lock, so a
+            # batch whose reads were still in flight would wait for the lock holder below.
+            ahead = dict(pipeline.annotator._ahead)
+            items = [ahead[b] for b in sorted(ahead)[:3]]
+            return len(items) == 3 and all(
+                job is None or ds.readiness.state(job.tag) != PENDING
+                for _, job, _, _ in items)
+
+        deadline = time.monotonic() + 30
+        while not next_three_read() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert next_three_read()
+        with held_by_another_thread(pipeline._lock):
+            t0 = time.monotonic()
+            for _ in range(3):
+                next(it)
+            waited = time.monotonic() - t0
+        assert waited < 5, f"the hook waited {waited:.1f} s for the directory lock"
+    finally:
+        ds.close()  # also when an assertion failed: no threads left to later tests
 
 
 def test_a_failed_release_surfaces_in_the_training_loop(tmp_path):
