@@ -1,11 +1,14 @@
-"""Whether the process that started this one is gone."""
+"""Per-process helpers: whether the process that started this one is gone; run once per
+process."""
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
+from typing import Callable
 
-__all__ = ["orphaned"]
+__all__ = ["orphaned", "once_per_process"]
 
 
 def orphaned() -> bool:
@@ -19,3 +22,19 @@ def orphaned() -> bool:
     """
     creator = multiprocessing.parent_process()
     return creator is not None and os.getppid() != creator.pid
+
+
+def once_per_process(fn: Callable[[], None]) -> Callable[[], None]:
+    """Wrap ``fn`` so that it runs on its first call in each process: once here, and
+    once more in every process forked after that (the fork inherits the flag, and the
+    pid tells it apart)."""
+    ran_in = -1
+
+    @functools.wraps(fn)
+    def call() -> None:
+        nonlocal ran_in
+        pid = os.getpid()
+        if ran_in != pid:
+            ran_in = pid
+            fn()
+    return call

@@ -42,7 +42,7 @@ import torch
 from torch.utils.data import get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
-from ._process import orphaned
+from ._process import once_per_process, orphaned
 
 __all__ = ["InlineCollate", "DEFAULT_INLINE_BYTES", "checked_size"]
 
@@ -89,19 +89,13 @@ def checked_size(value: Any, name: str) -> int:
     return value
 
 
-_guarded_pid = 0  # the process whose exit hook is registered
-
-
+@once_per_process
 def _exit_when_orphaned() -> None:
     """Register (once per process) an exit hook that ends this worker at once when
     its parent is gone, before the queue feeder's join (see the module docstring).
     ``multiprocessing`` runs exit hooks of priority >= 0 before the queues' joins
     (priority -5)."""
-    global _guarded_pid
-    pid = os.getpid()
-    if _guarded_pid != pid:
-        _guarded_pid = pid
-        mp_util.Finalize(None, _exit_if_orphaned, exitpriority=100)
+    mp_util.Finalize(None, _exit_if_orphaned, exitpriority=100)
 
 
 def _exit_if_orphaned() -> None:

@@ -24,12 +24,12 @@ what the workers read (``ImpactLoader.stats()``, :mod:`impact_loader.metrics`).
 from __future__ import annotations
 
 import gc
-import os
 import time
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ._process import once_per_process
 from .counters import WorkerCounters
 from .layout import block_bytes_for, cache_layout, probe_sizes
 from .readiness import BatchReadiness
@@ -186,8 +186,7 @@ class ImpactDataset:
 
     def __getitems__(self, plan: Any) -> List[Tuple[Any, int]]:
         """Read one batch: a :class:`BatchPlan` or a sequence of int indices."""
-        if _frozen_in != os.getpid():
-            _freeze_inherited()
+        _freeze_inherited()
         if not isinstance(plan, BatchPlan):
             idx = check_indices(list(plan), len(self.source), "ImpactDataset")
             raws = self._read_source(idx)
@@ -254,19 +253,14 @@ class _Counted:
 
 _ZERO = (0, 0, 0)
 
-#: Process id whose inherited objects were frozen, or which needs no freezing.
-_frozen_in = -1
-
-
+@once_per_process
 def _freeze_inherited() -> None:
     """In a DataLoader worker: ``gc.freeze()`` what the worker inherited (see the module
-    docstring); in any other process: nothing. Runs once per process."""
-    global _frozen_in
+    docstring); in any other process: nothing."""
     from torch.utils.data import get_worker_info
 
     if get_worker_info() is not None:
         gc.freeze()
-    _frozen_in = os.getpid()
 
 
 def _per_tier(tier: np.ndarray, positions: List[int]) -> Sequence[int]:

@@ -11,11 +11,13 @@ import os
 
 import pytest
 
-BENCH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "reference.py")
+BENCHMARKS = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks")
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("reference_bench", BENCH)
+def _load(script: str = "reference"):
+    """The module of ``benchmarks/<script>.py``."""
+    spec = importlib.util.spec_from_file_location(f"bench_{script}",
+                                                  os.path.join(BENCHMARKS, f"{script}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -39,16 +41,8 @@ def test_quick_easy_run_writes_both_reports(tmp_path):
     assert ref["samples"] == easy["samples"] == 384
 
 
-def _step_contention():
-    path = os.path.join(os.path.dirname(BENCH), "step_contention.py")
-    spec = importlib.util.spec_from_file_location("step_contention", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_step_contention_measures_every_competitor():
-    rows = _step_contention().measure(steps=3, batch_size=16, intervals_ms=[0.1])
+    rows = _load("step_contention").measure(steps=3, batch_size=16, intervals_ms=[0.1])
     per_threads = {}
     for threads, what, ms, alone in rows:
         assert ms > 0 and alone > 0
@@ -65,5 +59,5 @@ def test_step_contention_measures_every_competitor():
                                          (["--intervals-ms", "-1"], "'-1'")])
 def test_step_contention_rejects_bad_arguments(args, named, capsys):
     with pytest.raises(SystemExit):
-        _step_contention().main(args)
+        _load("step_contention").main(args)
     assert named in capsys.readouterr().err
