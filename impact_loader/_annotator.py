@@ -13,7 +13,10 @@ How far ahead: at least ``lookahead()`` batches past the one the loop is about t
 (enough to hide a read's latency at the rate batches are consumed), and further while
 the readers have fewer than ``backlog_target`` samples queued (latency-bound storage
 needs a full queue), up to ``max_lookahead`` batches, and only while the pools whose
-entries turn over with the batches have room (see :meth:`Annotator._room`).
+entries turn over with the batches have room (see :meth:`Annotator._room`). Room counts
+the entries each batch really holds: those of the batches annotated ahead, and those
+of the batches handed over and not yet released (*pinned*), which :meth:`take` and
+:meth:`release` track.
 
 Releases run here too: the hook only records, with :meth:`Annotator.release`, up to
 which sequence number the training loop has consumed, and this thread calls
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import Any, Callable, Dict, Optional
 
 import numpy as np
@@ -66,7 +70,6 @@ class Annotator:
         self.record_blocks = max(1, int(record_blocks))
         self.tiers = bool(tiers)
         self.backlog_target = int(backlog_target)
-        self.outstanding = 16
         config, store = directory.config, directory.store
         # Pools whose entries turn over with the batches: staging (staged misses) and
         # the L-cache (substitutes): capacity in blocks, blocks kept free.
@@ -90,6 +93,8 @@ class Annotator:
         self._want = 0  # position the loop takes next
         self._ahead: Dict[int, tuple] = {}
         self._use = dict.fromkeys(self.turnover, 0)  # entries of the batches ahead
+        self._pinned: deque = deque()  # (seq, entries) of batches handed, not released
+        self._held = dict.fromkeys(self.turnover, 0)  # their entries, per pool
         self._thread: Optional[threading.Thread] = None
 
     # -- training-loop side -----------------------------------------------------------
@@ -151,6 +156,8 @@ class Annotator:
             ann, job, tier, use = self._ahead.pop(b)
             for p, k in use.items():
                 self._use[p] -= k
+                self._held[p] += k
+            self._pinned.append((ann.seq, use))
             self._want = b + 1
             self.cv.notify_all()
         return ann, job, tier
@@ -159,6 +166,10 @@ class Annotator:
         """Batch ``seq`` and every earlier one are consumed; the thread releases them in
         the directory before its next annotation."""
         with self.cv:
+            pinned = self._pinned
+            while pinned and pinned[0][0] <= seq:
+                for p, k in pinned.popleft()[1].items():
+                    self._held[p] -= k
             if seq > self._release_to:
                 self._release_to = seq
                 self.cv.notify_all()
@@ -182,17 +193,23 @@ class Annotator:
         """Whether the turnover pools can take one more batch ahead (cv held).
 
         Staging holds the staged misses, the L-cache the substitutes, of the batches
-        annotated ahead and of the ``outstanding`` batches the DataLoader may still
-        read (``outstanding + 1`` batches once the loop has asked for the next one);
-        their entries are freed only once those batches are consumed. One more batch,
-        and one of slack, must fit beside them: otherwise its staged misses would be
-        left to the workers, and L-packages would evict entries whose memory comes back
-        only after the package's bytes arrived (an abandoned read).
+        annotated ahead and of the batches handed over and not yet released (their
+        entries are freed only then; counted exactly, see :meth:`take`). One more
+        batch, and one of slack, must fit beside them: otherwise its staged misses
+        would be left to the workers, and L-packages would evict entries whose memory
+        comes back only after the package's bytes arrived (an abandoned read).
+
+        This used to assume the ``outstanding`` batches the DataLoader may hold were
+        all pinned at the largest size a batch ever had. On a small cache that
+        estimate alone exceeded the L-cache (the reference scenario's default run: 8
+        batches of up to 115 entries against 556), so the annotator never ran even one
+        batch ahead, and each batch's package reads started only when the loop asked
+        for it.
         """
         bs = self.batch_size
         for pool, (capacity, keep) in self.turnover.items():
             per_batch = bs if pool == LOC_STAGING else self.peak[pool]
-            need = (self._use[pool] + (self.outstanding + 3) * per_batch) \
+            need = (self._use[pool] + self._held[pool] + 2 * per_batch) \
                 * self.record_blocks + keep
             if need > capacity:
                 return False
@@ -210,6 +227,15 @@ class Annotator:
         return ahead <= p.lookahead() or p.backlog < self.backlog_target
 
     def _loop(self) -> None:
+        try:
+            self._steps()
+        except BaseException as exc:  # deciding what to annotate failed: never silently
+            with self.cv:
+                self.error = self.error or exc
+                self._busy = False
+                self.cv.notify_all()  # take() raises it instead of waiting its timeout
+
+    def _steps(self) -> None:
         cv = self.cv
         while True:
             with cv:

@@ -212,6 +212,8 @@ class ImpactDataset:
                     store_bytes += len(data)
             planned_cached = len(cached)
             self.store_hits += len(found)
+            if plan.seq >= 0 and self.readiness is not None:
+                self.readiness.mark_copied(plan.seq)  # its entries may now be reused
         missing = [k for k, r in enumerate(raws) if r is None]
         if missing:
             for k, raw in zip(missing, self._read_source(indices[missing])):

@@ -23,13 +23,16 @@ turned the excess into random reads every epoch: on the reference scenario (cach
 of the data, 70% of the planned samples H-tier) about 4,300 per epoch.
 
 Safe reuse of store memory: the directory frees an evicted entry only once the batch
-sequence numbers that could read it are released. A batch handed over has been
-received by the training loop once ``outstanding`` more batches have been requested
-after it (a DataLoader keeps at most ``num_workers * prefetch_factor`` batches in
-flight), so each hand-over releases the batch handed over ``outstanding + 1`` hand-overs
-earlier (and every lower sequence number: annotations dropped by a restart are never
-handed over). Should that ever be too early, the generation check turns the read into
-a source read: slower, never wrong. The annotator thread makes that
+sequence numbers that could read it are released. A batch can be released as soon as
+its reader has copied it from the store: the worker (or, with ``num_workers=0``, the
+main process) marks it *copied* in the readiness table. Failing that (a worker that
+died, a custom dataset), a batch handed over has been received by the training loop
+once ``outstanding`` more batches have been requested after it (a DataLoader keeps at
+most ``num_workers * prefetch_factor`` batches in flight). So each hand-over releases,
+in hand-over order, every batch that is copied or was handed over ``outstanding + 1``
+hand-overs earlier (and every lower sequence number: annotations dropped by a restart
+are never handed over). Should that ever be too early, the generation check turns the
+read into a source read: slower, never wrong. The annotator thread makes that
 ``directory.release`` call, not the hook: on the loop's thread it waited for the
 directory lock, held by a running annotation for milliseconds. Sequence numbers
 continue across the pipelines of one dataset (``first_seq``): the directory and the
@@ -130,13 +133,13 @@ class CachePipeline:
     @property
     def outstanding(self) -> int:
         """Batches the DataLoader may hold after the one being yielded (>= 0)."""
-        return self.annotator.outstanding
+        return self._outstanding
 
     @outstanding.setter
     def outstanding(self, value: int) -> None:
         if value < 0:
             raise ValueError(f"outstanding={value} must be >= 0 batches")
-        self.annotator.outstanding = int(value)
+        self._outstanding = int(value)
 
     def _start_epoch(self, epoch: int, position: int) -> None:
         """New epoch: scores learnt last epoch re-key the H-heap; annotate the new plan."""
@@ -174,9 +177,7 @@ class CachePipeline:
             self.counts["waited_batches"] += 1  # handed over before its reads landed
         self._handed.append(job)
         self.prefetcher.consumed()
-        self._unreleased.append(ann.seq)
-        if len(self._unreleased) > self.outstanding + 1:
-            self.annotator.release(self._unreleased.popleft())
+        self._release_consumed(ann.seq)
         c = self.counts
         c["batches"] += 1
         c["planned"] += len(ann.indices)
@@ -189,6 +190,18 @@ class CachePipeline:
         self.cpu_seconds += time.thread_time() - cpu
         self.hook_seconds += time.perf_counter() - wall
         return out
+
+    def _release_consumed(self, seq: int) -> None:
+        """Batch ``seq`` is handed over; release the leading handed batches that are
+        copied or ``outstanding + 1`` hand-overs old (see the module docstring)."""
+        unreleased, copied = self._unreleased, self.readiness.copied
+        unreleased.append(seq)
+        last = None
+        while unreleased and (len(unreleased) > self._outstanding + 1
+                              or copied(unreleased[0])):
+            last = unreleased.popleft()
+        if last is not None:
+            self.annotator.release(last)
 
     def _check_handed(self) -> None:
         """Raise for a failed or stalled read of a batch handed over earlier."""

@@ -10,12 +10,21 @@ the main process marks ``seq`` *ready* (the reads of this batch and of every ear
 are stored: a batch may be served from a package an earlier batch loaded) or *failed*;
 it then copies from the store and reads anything missing from the source.
 
-Layout: ``cells`` int64 in an anonymous shared memory region (the
+Once it has copied, the worker marks ``seq`` *copied*: it will not look at the store for
+that batch again, so the cache may reuse the memory of entries evicted while the batch
+was in flight (the pipeline releases a batch at the first of its copied mark and the
+DataLoader's hand-over count, see :mod:`impact_loader.pipeline`). Without the mark, a
+batch's entries stayed pinned until ``outstanding`` more batches had been handed over:
+on a small cache, the batches a DataLoader holds pinned most of the L-cache.
+
+Layout: two rows of ``cells`` int64 in an anonymous shared memory region (the
 :class:`~impact_loader.cache.region.SharedRegion` the store and the worker counters
-use); batch ``seq`` owns cell ``seq % cells``, which holds ``seq + 1`` once ready and
-``-(seq + 1)`` once failed, so a cell left over from an earlier batch never matches.
-Only the main process writes; aligned 8-byte stores are never torn. Cells are reused
-after ``cells`` batches, far more than a DataLoader ever has in flight.
+use); batch ``seq`` owns column ``seq % cells``. Its *state* cell holds ``seq + 1`` once
+ready and ``-(seq + 1)`` once failed, its *copied* cell ``seq + 1`` once copied, so a
+cell left over from an earlier batch never matches. The main process writes the state
+row; the one process that reads batch ``seq`` (a worker, or the main process with
+``num_workers=0``) writes its copied cell. Aligned 8-byte stores are never torn. Cells
+are reused after ``cells`` batches, far more than a DataLoader ever has in flight.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ READY, FAILED, PENDING = 1, -1, 0
 
 
 class BatchReadiness(SharedView):
-    """Shared ready/failed flags of batch sequence numbers (see the module docstring).
+    """Shared ready/failed/copied flags of batch sequence numbers (see the module doc).
 
     Args:
         cells: flags kept (>= 1024); batch ``seq`` uses cell ``seq % cells``.
@@ -44,7 +53,7 @@ class BatchReadiness(SharedView):
         ValueError: an argument is out of range.
     """
 
-    _VIEW = "_cells"  # closed once the view is gone (see SharedView)
+    _VIEW = "_rows"  # closed once the view is gone (see SharedView)
 
     def __init__(self, *, cells: int = 4096, timeout: float = 600.0) -> None:
         if isinstance(cells, bool) or not isinstance(cells, int) or cells < 1024:
@@ -52,25 +61,33 @@ class BatchReadiness(SharedView):
         if not timeout > 0:
             raise ValueError(f"timeout={timeout!r} must be > 0 seconds")
         self.timeout = float(timeout)
-        self._setup(SharedRegion(cells * 8, 8), self.timeout)
+        self._setup(SharedRegion(2 * cells * 8, 8), self.timeout)
 
     def _setup(self, region: SharedRegion, timeout: float) -> None:
         self._region = region
         self.timeout = timeout
-        self._cells = np.frombuffer(region.data, np.int64)
-        self.cells = len(self._cells)
+        self._rows = np.frombuffer(region.data, np.int64).reshape(2, -1)  # state, copied
+        self.cells = self._rows.shape[1]
 
     def __reduce__(self):
         return (_attach, (self._region, self.timeout))
 
     def mark(self, seq: int, ok: bool) -> None:
         """Batch ``seq`` is ready (``ok``) or its reads failed (main process)."""
-        self._cells[seq % self.cells] = seq + 1 if ok else -(seq + 1)
+        self._rows[0, seq % self.cells] = seq + 1 if ok else -(seq + 1)
 
     def state(self, seq: int) -> int:
         """:data:`READY`, :data:`FAILED` or :data:`PENDING` for batch ``seq``."""
-        v = int(self._cells[seq % self.cells])
+        v = int(self._rows[0, seq % self.cells])
         return READY if v == seq + 1 else FAILED if v == -(seq + 1) else PENDING
+
+    def mark_copied(self, seq: int) -> None:
+        """The reader of batch ``seq`` has copied what it needs from the store."""
+        self._rows[1, seq % self.cells] = seq + 1
+
+    def copied(self, seq: int) -> bool:
+        """Whether batch ``seq`` was marked copied."""
+        return int(self._rows[1, seq % self.cells]) == seq + 1
 
     def wait(self, seq: int) -> int:
         """Wait until batch ``seq`` is ready or failed, at most :attr:`timeout` seconds.

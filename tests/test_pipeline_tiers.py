@@ -83,9 +83,11 @@ def test_consumed_batches_are_released_on_the_annotator_thread(tmp_path):
             orig(seq)
 
         pipeline.directory.release = spy
-        handed = [idx for _, idx in loader]
+        # The sampler alone: nothing reads the batches, so none is marked copied, and
+        # batch k counts as consumed once `outstanding + 1` more were handed over:
+        # 0 .. 16 of 20 here.
+        handed = list(loader.batch_sampler)
         assert len(handed) == 20
-        # Batch k is consumed once `outstanding + 1` more were handed over: 0 .. 16 here.
         deadline = time.monotonic() + 10
         while (not released or released[-1][0] < 16) and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -119,6 +121,65 @@ def test_consumed_batches_are_released_on_the_annotator_thread(tmp_path):
         assert waited < 5, f"the hook waited {waited:.1f} s for the directory lock"
     finally:
         ds.close()  # also when an assertion failed: no threads left to later tests
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_copied_batches_are_released_before_the_hand_over_count(tmp_path, workers):
+    """A batch whose reader marked it copied is released at the next hand-over, well
+    before ``outstanding`` more batches were handed over; the entries its plan pinned
+    stop counting against the annotator's room."""
+    src = il.write_lmdb(str(tmp_path / "d"), make_samples(400, payload=64))
+    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=80 * 512)
+    kw = dict(num_workers=workers, multiprocessing_context="fork") if workers else {}
+    loader = il.ImpactLoader(ds, batch_size=20, policy="uniform", **kw)
+    try:
+        pipeline = ds.pipeline
+        pipeline.outstanding = 10  # the count alone would release up to 19 - 11 = 8
+        released, orig = [], pipeline.directory.release
+
+        def spy(seq):
+            released.append(seq)
+            orig(seq)
+
+        pipeline.directory.release = spy
+        got = [idx for _, idx in loader]
+        assert len(got) == 20
+        # The last hand-over (batch 19) came after batch 19 - 1 (no workers) or
+        # 19 - 4 (2 workers x prefetch 2) was received, hence copied: released by then.
+        least = 18 if workers == 0 else 15
+        deadline = time.monotonic() + 10
+        while (not released or released[-1] < least) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert released and released[-1] >= least
+        assert all(ds.readiness.copied(s) for s in range(least + 1))
+        annotator = pipeline.annotator
+        with annotator.cv:  # pinned: exactly the batches handed over and not released
+            held = {p: sum(use[p] for _, use in annotator._pinned)
+                    for p in annotator.turnover}
+            assert annotator._held == held
+            assert all(seq > released[-1] for seq, _ in annotator._pinned)
+    finally:
+        ds.close()
+
+
+def test_an_annotator_that_fails_deciding_what_to_annotate_surfaces_at_once(tmp_path):
+    """A bug in the annotator's scheduling (not in an annotation) must not kill its
+    thread silently and leave the loop waiting for the full ``wait_timeout``."""
+    src = il.write_lmdb(str(tmp_path / "d"), make_samples(200, payload=64))
+    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=40 * 512)
+    loader = il.ImpactLoader(ds, batch_size=10, policy="uniform")
+    try:
+        def broken():
+            raise RuntimeError("lookahead broke")
+
+        ds.pipeline.prefetcher.lookahead = broken
+        t0 = time.monotonic()
+        with pytest.raises(il.PrefetchError, match="lookahead broke"):
+            for _ in loader:
+                pass
+        assert time.monotonic() - t0 < 60  # not the 600 s wait_timeout
+    finally:
+        ds.close()
 
 
 def test_a_failed_release_surfaces_in_the_training_loop(tmp_path):
