@@ -196,3 +196,39 @@ def test_a_failed_release_surfaces_in_the_training_loop(tmp_path):
         for _ in loader:
             pass
     ds.close()
+
+
+def test_room_counts_the_entries_handed_batches_pin_until_released():
+    """The annotator may run ahead while the L-cache holds the entries of the batches
+    handed over (exactly, until released) plus one more batch and one of slack. The
+    old estimate (every batch the DataLoader may hold at the peak size) refused even
+    this first batch ahead: (5 + 3) x 115 + 128 > 556."""
+    from types import SimpleNamespace
+
+    from impact_loader._annotator import Annotator
+    from impact_loader.plan import LOC_L
+
+    config = SimpleNamespace(staging_bytes=0, policy="importance", l_bytes=556 * 512,
+                             block_bytes=512, package_size=64)
+    directory = SimpleNamespace(config=config, store=SimpleNamespace(
+        pool_blocks=lambda pool: 556))
+    a = Annotator(directory, threading.Lock(), prefetcher=None, batch_size=128,
+                  record_blocks=1, tiers=True, backlog_target=0, failed=lambda seq: None)
+    assert a.turnover == {LOC_L: (556, 128)}
+    a.peak[LOC_L] = 115
+    assert a._room()  # nothing held: 2 x 115 + 128 = 358 <= 556
+
+    def hand_over(b, seq, entries):
+        a._ahead[b] = (SimpleNamespace(seq=seq), None, None, {LOC_L: entries})
+        a._use[LOC_L] += entries  # annotated ahead: counted as in use
+        a.take(b, timeout=1)
+        assert a._use[LOC_L] == 0  # handed over: now pinned instead
+
+    hand_over(0, 10, 100)
+    assert a._held[LOC_L] == 100 and a._room()  # 100 + 358 = 458
+    hand_over(1, 11, 100)
+    assert a._held[LOC_L] == 200 and not a._room()  # 200 + 358 = 558 > 556
+    a.release(10)  # batch 10 consumed (or copied): its entries no longer count
+    assert a._held[LOC_L] == 100 and a._room()
+    a.release(11)
+    assert a._held[LOC_L] == 0 and not a._pinned
