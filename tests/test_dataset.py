@@ -168,6 +168,10 @@ def test_batch_readiness_flags():
     r.mark(6, False)
     assert r.state(5) == READY and r.wait(5) == READY and r.state(6) == FAILED
     assert r.state(5 + 1024) == PENDING  # a reused cell never matches another batch
+    assert not r.copied(5)
+    r.mark_copied(5)  # the reader's mark: its own row, the state stays
+    assert r.copied(5) and r.state(5) == READY
+    assert not r.copied(5 + 1024) and not r.copied(4)
     r.close()
     assert r.closed
     with pytest.raises(ValueError, match="cells"):
