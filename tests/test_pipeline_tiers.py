@@ -173,11 +173,10 @@ def test_an_annotator_that_fails_deciding_what_to_annotate_surfaces_at_once(tmp_
             raise RuntimeError("lookahead broke")
 
         ds.pipeline.prefetcher.lookahead = broken
-        t0 = time.monotonic()
+        ds.pipeline.wait_timeout = 30  # the thread's death used to show only as this
         with pytest.raises(il.PrefetchError, match="lookahead broke"):
             for _ in loader:
                 pass
-        assert time.monotonic() - t0 < 60  # not the 600 s wait_timeout
     finally:
         ds.close()
 
