@@ -67,6 +67,27 @@ def test_plans_handed_to_workers_respect_the_h_cache(tmp_path):
     ds.close()
 
 
+def _record_releases(pipeline):
+    """Wrap the directory's ``release``: returns the list of ``(seq, thread name)``
+    calls it then records."""
+    released, orig = [], pipeline.directory.release
+
+    def spy(seq):
+        released.append((seq, threading.current_thread().name))
+        orig(seq)
+
+    pipeline.directory.release = spy
+    return released
+
+
+def _wait_released(released, seq, timeout=10):
+    """Wait until batch ``seq`` or a later one was released (the annotator thread
+    releases after the hand-over that allowed it)."""
+    deadline = time.monotonic() + timeout
+    while (not released or released[-1][0] < seq) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_consumed_batches_are_released_on_the_annotator_thread(tmp_path):
     """The hook only records what was consumed; the annotator thread releases it, so
     ``next(loader)`` never waits for the directory lock held by an annotation."""
@@ -76,21 +97,13 @@ def test_consumed_batches_are_released_on_the_annotator_thread(tmp_path):
     try:
         pipeline = ds.pipeline
         pipeline.outstanding = 2
-        released, orig = [], pipeline.directory.release
-
-        def spy(seq):
-            released.append((seq, threading.current_thread().name))
-            orig(seq)
-
-        pipeline.directory.release = spy
+        released = _record_releases(pipeline)
         # The sampler alone: nothing reads the batches, so none is marked copied, and
         # batch k counts as consumed once `outstanding + 1` more were handed over:
         # 0 .. 16 of 20 here.
         handed = list(loader.batch_sampler)
         assert len(handed) == 20
-        deadline = time.monotonic() + 10
-        while (not released or released[-1][0] < 16) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_released(released, 16)
         assert {name for _, name in released} == {"impact-annotate"}
         seqs = [s for s, _ in released]
         assert seqs == sorted(seqs) and seqs[-1] == 16  # later batches may still be read
@@ -135,29 +148,21 @@ def test_copied_batches_are_released_before_the_hand_over_count(tmp_path, worker
     try:
         pipeline = ds.pipeline
         pipeline.outstanding = 10  # the count alone would release up to 19 - 11 = 8
-        released, orig = [], pipeline.directory.release
-
-        def spy(seq):
-            released.append(seq)
-            orig(seq)
-
-        pipeline.directory.release = spy
+        released = _record_releases(pipeline)
         got = [idx for _, idx in loader]
         assert len(got) == 20
         # The last hand-over (batch 19) came after batch 19 - 1 (no workers) or
         # 19 - 4 (2 workers x prefetch 2) was received, hence copied: released by then.
         least = 18 if workers == 0 else 15
-        deadline = time.monotonic() + 10
-        while (not released or released[-1] < least) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert released and released[-1] >= least
+        _wait_released(released, least)
+        assert released and released[-1][0] >= least
         assert all(ds.readiness.copied(s) for s in range(least + 1))
         annotator = pipeline.annotator
         with annotator.cv:  # pinned: exactly the batches handed over and not released
             held = {p: sum(use[p] for _, use in annotator._pinned)
                     for p in annotator.turnover}
             assert annotator._held == held
-            assert all(seq > released[-1] for seq, _ in annotator._pinned)
+            assert all(seq > released[-1][0] for seq, _ in annotator._pinned)
     finally:
         ds.close()
 
