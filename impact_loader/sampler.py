@@ -264,6 +264,21 @@ class ImportanceSampler(Sampler):
         """
         plan = self._ensure_plan()
         probs = plan.selection.probs
+        if isinstance(indices, torch.Tensor) and indices.is_cpu and not indices.requires_grad:
+            # numpy in, torch.from_numpy out: no torch operator runs, so the training
+            # thread never lets go of the GIL here. Each operator does (and each took up
+            # to the interpreter's 5 ms switch interval to get it back while a prefetch
+            # thread held it: benchmarks/RESULTS.md, session 10).
+            idx = self.table.check_indices(indices.numpy())
+            if probs is None:
+                w = np.ones(idx.size, np.float32)
+            else:
+                w32 = plan.cache.get("numpy")
+                if w32 is None:
+                    w32 = plan.cache["numpy"] = (1.0 / (self.num_samples * probs)).astype(
+                        np.float32)
+                w = w32[idx]
+            return torch.from_numpy(w.reshape(indices.shape))
         if isinstance(indices, torch.Tensor):
             if indices.device.type == "cpu":
                 self.table.check_indices(indices.detach().numpy())

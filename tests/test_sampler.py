@@ -130,6 +130,21 @@ def test_weights_types_and_values():
 
 
 @pytest.mark.parametrize("policy", ["importance", "uniform"])
+def test_cpu_tensor_weights_keep_the_shape_and_own_their_memory(policy):
+    s = ImportanceSampler(range(40), 8, policy, smoothing=0.2)
+    _run_epoch(s, 0)
+    s.set_epoch(1)
+    idx = torch.tensor([[0, 5], [39, 5]])
+    w = s.weights(idx)
+    assert w.shape == (2, 2) and w.dtype == torch.float32
+    np.testing.assert_allclose(w.numpy().ravel(), s.weights(idx.numpy().ravel()),
+                               rtol=1e-6)
+    w.mul_(0)  # the caller may scale the result in place; later weights are unchanged
+    assert s.weights(idx).min() > 0
+    assert s.weights(torch.zeros(0, dtype=torch.int64)).shape == (0,)
+
+
+@pytest.mark.parametrize("policy", ["importance", "uniform"])
 def test_weights_reject_bad_indices_by_name(policy):
     s = ImportanceSampler(range(40), 8, policy)
     _run_epoch(s, 0)
