@@ -61,3 +61,24 @@ def test_step_contention_rejects_bad_arguments(args, named, capsys):
     with pytest.raises(SystemExit):
         _load("step_contention").main(args)
     assert named in capsys.readouterr().err
+
+
+def test_loop_profile_splits_each_iteration(tmp_path, capsys):
+    table = _load("loop_profile").main(["--samples", "384", "--epochs", "2", "--skip", "1",
+                                        "--latency-ms", "0.5", "--loaders", "plain,impact",
+                                        "--data-dir", str(tmp_path)])
+    assert list(table) == ["plain", "impact"]
+    for name, row in table.items():
+        assert row["sleep_ms"] >= 10.0  # the 10 ms accelerator stand-in, timed apart
+        assert row["model_ms"] > 0 and row["wait_ms"] > 0
+        assert 0.0 <= row["in_pipe"] <= 1.0  # both loaders use 2 workers
+        assert row["wait_p90_ms"] >= row["wait_p50_ms"]
+    assert table["plain"]["hook_ms"] == 0.0 and table["impact"]["hook_ms"] > 0
+    assert table["impact"]["update_ms"] > 0 and table["plain"]["update_ms"] < 0.1
+    assert "impact" in capsys.readouterr().out
+
+
+def test_loop_profile_needs_a_reported_epoch(capsys):
+    with pytest.raises(SystemExit):
+        _load("loop_profile").main(["--epochs", "2", "--skip", "2"])
+    assert "--epochs 2 must exceed --skip 2" in capsys.readouterr().err
