@@ -75,7 +75,8 @@ def profile_epoch(run: LoaderRun, epoch: int) -> Dict[str, Any]:
             cpus.append(time.thread_time() - c0)
             if in_pipe is not None:
                 ready.append(in_pipe)
-            w = run.loader.sampler.weights(idx) if policy else None
+            # as LoaderRun.run_epoch: only a learning policy weighs the losses
+            w = run.loader.sampler.weights(idx) if run.spec.learns else None
             t2 = time.perf_counter()
             losses = task.step(batch, w, epoch, idx)
             t3 = time.perf_counter()

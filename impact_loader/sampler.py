@@ -261,15 +261,16 @@ class ImportanceSampler(Sampler):
 
         Raises:
             IndexError: an index outside [0, N) (checked for CPU inputs).
+            TypeError: CPU indices that are not integers.
         """
         plan = self._ensure_plan()
         probs = plan.selection.probs
-        if isinstance(indices, torch.Tensor) and indices.is_cpu and not indices.requires_grad:
+        if isinstance(indices, torch.Tensor) and indices.is_cpu:
             # numpy in, torch.from_numpy out: no torch operator runs, so the training
             # thread never lets go of the GIL here. Each operator does (and each took up
             # to the interpreter's 5 ms switch interval to get it back while a prefetch
             # thread held it: benchmarks/RESULTS.md, session 10).
-            idx = self.table.check_indices(indices.numpy())
+            idx = self.table.check_indices(as_numpy(indices))
             if probs is None:
                 w = np.ones(idx.size, np.float32)
             else:
@@ -279,9 +280,7 @@ class ImportanceSampler(Sampler):
                         np.float32)
                 w = w32[idx]
             return torch.from_numpy(w.reshape(indices.shape))
-        if isinstance(indices, torch.Tensor):
-            if indices.device.type == "cpu":
-                self.table.check_indices(indices.detach().numpy())
+        if isinstance(indices, torch.Tensor):  # on an accelerator: the weights go there
             if probs is None:
                 return torch.ones(indices.shape, dtype=torch.float32, device=indices.device)
             w = plan.cache.get(indices.device)
