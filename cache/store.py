@@ -101,11 +101,23 @@ class SharedStore(DeferredFree, StoreReader):
         self.__dict__.pop("_t", None)  # numpy views keep the mapping from closing
         self.__dict__.pop("_alloc", None)
 
-    # ------------------------------------------------------------------ queries
+    # ------------------------------------------------------------------ owner
     def _check_owner(self) -> None:
         if self._owner_pid != _pid():
-            raise RuntimeError("only the process that created the SharedStore may "
+            raise RuntimeError("only the process that owns the SharedStore (the one "
+                               "that created it, or a forked child it handed it to) may "
                                "change it; other processes may only read()")
+
+    def adopt(self) -> None:
+        """Make this process the owner: a forked child that takes the store over (the
+        cache service). The parent calls :meth:`disown` and never changes it again."""
+        self._owner_pid = _pid()
+
+    def disown(self) -> None:
+        """Stop owning the store: this process may still read it, no longer change it."""
+        self._owner_pid = None
+
+    # ------------------------------------------------------------------ queries
 
     @property
     def capacity(self) -> int:

@@ -59,13 +59,19 @@ class Annotator:
         backlog_target: samples the readers should have queued.
         failed: ``failed(seq)`` is called when annotating batch ``seq`` raised (its
             reads were never submitted); submitted jobs are tagged with their ``seq``.
+        on_ready: optional; called on the annotator thread, no lock held, in order, as
+            ``on_ready(b, item, tag)`` when the annotation ``item`` of position ``b``
+            (what :meth:`take` returns, plus its pool use) is finished, and as
+            ``on_ready(None, error, tag)`` when annotating failed; ``tag`` is the one
+            given to :meth:`start`. The cache service pushes annotations with it.
     """
 
     def __init__(self, directory: Any, lock: threading.Lock, prefetcher: Any, *,
                  batch_size: int, record_blocks: int, tiers: bool,
-                 backlog_target: int, failed: Callable[[int], None]) -> None:
+                 backlog_target: int, failed: Callable[[int], None],
+                 on_ready: Optional[Callable[[Optional[int], Any, Any], None]] = None) -> None:
         self.directory, self.lock, self.prefetcher = directory, lock, prefetcher
-        self.failed = failed
+        self.failed, self.on_ready = failed, on_ready
         self.batch_size = int(batch_size)
         self.record_blocks = max(1, int(record_blocks))
         self.tiers = bool(tiers)
@@ -89,6 +95,7 @@ class Annotator:
         self._busy = False
         self._token = 0  # bumped when the plan changes; stale annotations are dropped
         self._plan: Optional[tuple] = None  # (indices, tier, importance, n_batches)
+        self._tag: Any = None  # the caller's name of the current plan (see on_ready)
         self._next = 0  # first position not yet annotated
         self._want = 0  # position the loop takes next
         self._ahead: Dict[int, tuple] = {}
@@ -99,7 +106,7 @@ class Annotator:
 
     # -- training-loop side -----------------------------------------------------------
     def start(self, indices: np.ndarray, tier: np.ndarray, importance: np.ndarray,
-              n_batches: int, position: int) -> None:
+              n_batches: int, position: int, tag: Any = None) -> None:
         """Annotate a new plan from ``position`` on; drops annotations of the old one.
 
         The caller updates the directory for a new epoch between :meth:`stop` and this.
@@ -107,6 +114,7 @@ class Annotator:
         with self.cv:
             self._reset(position)
             self._plan = (indices, tier, importance, int(n_batches))
+            self._tag = tag
             self.cv.notify_all()
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="impact-annotate",
@@ -139,9 +147,7 @@ class Annotator:
         """
         with self.cv:
             if b != self._want:
-                plan = self._plan
-                self._reset(b)
-                self._plan = plan
+                self._restart(b, self._tag)
             self._want = b
             self.cv.notify_all()
             if not self.cv.wait_for(lambda: b in self._ahead or self.error is not None
@@ -161,6 +167,18 @@ class Annotator:
             self._want = b + 1
             self.cv.notify_all()
         return ann, job, tier
+
+    def restart(self, b: int, tag: Any = None) -> None:
+        """Annotate the current plan again from position ``b`` (a pass restarted
+        mid-epoch); drops the annotations made ahead."""
+        with self.cv:
+            self._restart(b, tag)
+            self.cv.notify_all()
+
+    def _restart(self, b: int, tag: Any) -> None:  # cv held
+        plan = self._plan
+        self._reset(b)
+        self._plan, self._tag = plan, tag
 
     def release(self, seq: int) -> None:
         """Batch ``seq`` and every earlier one are consumed; the thread releases them in
@@ -234,6 +252,8 @@ class Annotator:
                 self.error = self.error or exc
                 self._busy = False
                 self.cv.notify_all()  # take() raises it instead of waiting its timeout
+        if self.error is not None and self.on_ready is not None:
+            self.on_ready(None, self.error, self._tag)
 
     def _steps(self) -> None:
         cv = self.cv
@@ -248,7 +268,7 @@ class Annotator:
                 self._released = self._release_to
                 b = None
                 if self._wanted():
-                    b, token = self._next, self._token
+                    b, token, tag = self._next, self._token, self._tag
                     indices, tier, importance, _ = self._plan
                     self._next += 1
                     self.seq += 1
@@ -267,6 +287,7 @@ class Annotator:
                 if b is not None:
                     self.failed(seq)
             self.cpu_seconds += time.thread_time() - cpu
+            ready = False
             with cv:
                 if b is not None:
                     self._busy = False
@@ -275,9 +296,12 @@ class Annotator:
                     for p, k in item[3].items():
                         self._use[p] += k
                         self.peak[p] = max(self.peak[p], k)
+                    ready = True
                 cv.notify_all()
                 if self.error is not None:
                     return
+            if ready and self.on_ready is not None:
+                self.on_ready(b, item, tag)
 
     def _annotate(self, b: int, seq: int, indices: np.ndarray, tier: np.ndarray,
                   importance: np.ndarray) -> tuple:

@@ -52,6 +52,11 @@ class ImpactDataset:
         cache_bytes: bytes of the shared cache (0 disables caching).
         cache_policy: name of the cache policy (``"importance"``, ``"lru"``,
             ``"minio"``, ``"none"``).
+        cache_service: run the cache directory, the annotator and the storage reads in
+            a helper process (the *cache service*, :mod:`impact_loader._service`)
+            instead of background threads of this process, so that they never hold
+            this process's GIL while the training loop runs. Linux (``fork``) only.
+            Default False.
         **cache_options: further :class:`impact_loader.cache.config.CacheConfig`
             fields (``package_size``, ``h_fraction``, ``substitution``,
             ``staging_bytes`` — default :data:`DEFAULT_STAGING_BYTES`, ...).
@@ -69,7 +74,7 @@ class ImpactDataset:
 
     def __init__(self, source: Any, transform: Optional[Callable[[Any], Any]] = None, *,
                  cache_bytes: int = 0, cache_policy: str = "importance",
-                 **cache_options: Any) -> None:
+                 cache_service: bool = False, **cache_options: Any) -> None:
         for name in ("__len__", "read_many", "decode"):
             if not hasattr(source, name):
                 raise TypeError(f"source {source!r} has no {name}(); a source needs "
@@ -79,8 +84,13 @@ class ImpactDataset:
         if cache_bytes < 0:
             raise ValueError(f"cache_bytes={cache_bytes} must be >= 0; pass 0 to disable "
                              "the cache")
+        if not isinstance(cache_service, bool):
+            raise TypeError(f"cache_service={cache_service!r} must be True or False")
         self.source = source
         self.transform = transform
+        self.cache_service = cache_service
+        self.service = None  # the CacheService process, once a sampler attached
+        self._local_directory = None  # this process's directory object, handed over
         self.cache_bytes = int(cache_bytes)
         self.cache_policy = cache_policy
         self.cache_options = dict(cache_options)
@@ -104,6 +114,7 @@ class ImpactDataset:
         from .cache.config import CacheConfig
         from .cache.directory import CacheDirectory
 
+        self._stop_service()
         if self.directory is not None:
             self.directory.close()
         options = dict(self.cache_options)
@@ -133,7 +144,7 @@ class ImpactDataset:
         first_seq = 0
         if self.pipeline is not None:
             self.pipeline.close()
-            first_seq = self.pipeline.annotator.seq + 1  # batch numbers go on
+            first_seq = self.pipeline.next_seq  # batch numbers go on
             self.pipeline = None
         config = self.directory.config
         policy = getattr(sampler, "policy_name", None)
@@ -152,13 +163,33 @@ class ImpactDataset:
         # An explicit split asks for the H/L design even when everything would fit.
         options.setdefault("tiers", tiers or "h_fraction" in self.cache_options)
         options.setdefault("first_seq", first_seq)
+        if self.cache_service and self.service is None:
+            self._start_service()
         self.pipeline = CachePipeline(sampler, self, **options)
         sampler.annotator = self.pipeline
+
+    def _start_service(self) -> None:
+        """Hand the directory over to a new cache service process."""
+        from ._service import CacheService, RemoteDirectory
+
+        self.service = CacheService(self)
+        self._local_directory = self.directory
+        self.directory = RemoteDirectory(self.service, store=self.store)
+
+    def _stop_service(self) -> None:
+        """Stop the cache service (it closes its directory); this process's directory
+        object is put back, to be closed or replaced."""
+        if self.service is None:
+            return
+        self.service.close()
+        self.service = None
+        self.directory, self._local_directory = self._local_directory, None
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["directory"] = None  # metadata and threads stay in the main process
         state["pipeline"] = None
+        state["service"] = state["_local_directory"] = None
         return state
 
     def __len__(self) -> int:
@@ -230,6 +261,7 @@ class ImpactDataset:
         if self.pipeline is not None:
             self.pipeline.close()
             self.pipeline = None
+        self._stop_service()
         if self.directory is not None:
             self.directory.close()
         if self.readiness is not None:

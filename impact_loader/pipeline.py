@@ -54,7 +54,7 @@ from .errors import PrefetchError
 from .plan import LOC_H, LOC_L, TIER_H, TIER_L, BatchPlan
 from .prefetcher import Prefetcher
 
-__all__ = ["CachePipeline", "cap_h_tier"]
+__all__ = ["CachePipeline", "CacheEngine", "cap_h_tier"]
 
 
 class CachePipeline:
@@ -63,6 +63,9 @@ class CachePipeline:
     Args:
         sampler: the :class:`ImportanceSampler` whose plans are annotated.
         dataset: the :class:`ImpactDataset` owning the cache directory and the source.
+            With ``cache_service=True`` the annotator, the readers and the directory
+            run in the dataset's cache service process (:mod:`impact_loader._service`);
+            this hook and the sampler stay in the training process.
         threads: storage requests in flight (prefetch threads).
         chunk: most single misses read with one ``read_many`` call (see
             :class:`Prefetcher`).
@@ -78,6 +81,7 @@ class CachePipeline:
             numbering of its previous pipeline).
 
     Attributes:
+        engine: the :class:`CacheEngine` (in this process) or the service's stand-in.
         cpu_seconds: CPU seconds of this hook on the training loop's thread (taking
             annotations, building plans; waiting takes no CPU; the annotator thread
             releases consumed batches).
@@ -95,40 +99,35 @@ class CachePipeline:
         if outstanding < 0:
             raise ValueError(f"outstanding={outstanding} must be >= 0 batches")
         self.sampler = sampler
-        self.directory = dataset.directory
         self.tiers = bool(tiers)
         self.wait_timeout = float(wait_timeout)
-        self._lock = threading.Lock()  # the directory is not thread-safe
-        # Samples to keep queued for the readers: a full chunk for every thread, twice.
-        backlog = 2 * int(threads) * int(chunk)
         self.readiness = dataset.readiness
-        self.readiness.timeout = self.wait_timeout
-        in_order = _InOrder(self.readiness, first_seq)
-        self.prefetcher = Prefetcher(dataset.source, _filler(self.directory, self._lock),
-                                     threads=threads, chunk=chunk, retries=retries,
-                                     backoff_s=backoff_s, low_water=backlog)
-        self.annotator = Annotator(self.directory, self._lock, self.prefetcher,
-                                   batch_size=sampler.batch_size,
-                                   record_blocks=getattr(dataset, "record_blocks", 1),
-                                   tiers=self.tiers, backlog_target=backlog,
-                                   failed=lambda seq: in_order.done(seq, False))
-        self.annotator.seq = int(first_seq) - 1
-        # Records the H-cache holds, when an L-cache (the annotator's turnover pool)
-        # serves the rest.
-        self.h_records: Optional[int] = (
-            self.directory.store.pool_blocks(LOC_H) // self.annotator.record_blocks
-            if LOC_L in self.annotator.turnover else None)
-        self.prefetcher.on_low = self.annotator.kick
-        self.prefetcher.on_done = in_order.job_done
-        self._handed: deque = deque()  # jobs of batches handed over, not yet checked
+        options = dict(batch_size=sampler.batch_size, threads=threads, chunk=chunk,
+                       wait_timeout=self.wait_timeout, retries=retries,
+                       backoff_s=backoff_s, tiers=self.tiers, first_seq=first_seq)
+        service = getattr(dataset, "service", None)
+        self.engine: Any = (service.engine(**options) if service is not None
+                            else CacheEngine(dataset, **options))
         self._unreleased: deque = deque()  # sequence numbers handed over, in order
         self.outstanding = outstanding
         self._epoch: Optional[int] = None
+        self._tier: Optional[np.ndarray] = None  # the epoch plan's tiers
         self.cpu_seconds = 0.0
         self.hook_seconds = 0.0
         self.counts = dict.fromkeys(("batches", "planned", "hits", "substitutions",
                                      "prefetched", "waited_batches"), 0)
-        self._finalizer = weakref.finalize(self, _shutdown, self.annotator, self.prefetcher)
+
+    # The engine's parts, for callers and tests that look inside (in-process engine).
+    directory = property(lambda self: self.engine.directory)
+    prefetcher = property(lambda self: self.engine.prefetcher)
+    annotator = property(lambda self: self.engine.annotator)
+    _lock = property(lambda self: self.engine.lock)
+    h_records = property(lambda self: self.engine.h_records)
+
+    @property
+    def next_seq(self) -> int:
+        """Sequence number the next pipeline of the dataset starts at."""
+        return self.engine.next_seq
 
     @property
     def outstanding(self) -> int:
@@ -146,15 +145,13 @@ class CachePipeline:
         sampler = self.sampler
         indices, tier = sampler.epoch_plan()  # built here, on the loop's thread
         importance = sampler.table.importance()
-        if self.tiers and self.h_records is not None:
-            tier = cap_h_tier(indices, tier, importance, self.h_records)
-        self.annotator.stop()
-        with self._lock:
-            if self._epoch is not None:
-                self.directory.rescore_cached(importance)
-                self.directory.new_epoch()
+        h_records = self.engine.h_records
+        if self.tiers and h_records is not None:
+            tier = cap_h_tier(indices, tier, importance, h_records)
+        self.engine.begin(indices, tier, importance, len(sampler), position,
+                          rescore=self._epoch is not None)
         self._epoch = epoch
-        self.annotator.start(indices, tier, importance, len(sampler), position)
+        self._tier = tier
 
     # -- sampler hook -------------------------------------------------------------
     def __call__(self, plan: BatchPlan) -> BatchPlan:
@@ -165,57 +162,43 @@ class CachePipeline:
                 retries or did not finish within ``wait_timeout``, or annotating failed.
         """
         cpu, wall = time.thread_time(), time.perf_counter()
-        self._check_handed()
+        engine = self.engine
+        engine.check()
         if plan.epoch != self._epoch:
             self._start_epoch(plan.epoch, plan.position)
         b = plan.position
         try:
-            ann, job, tier = self.annotator.take(b, self.wait_timeout)
+            ann, landed, n_read = engine.take(b, self.wait_timeout)
         except (RuntimeError, TimeoutError) as exc:
             raise PrefetchError(f"epoch {plan.epoch} batch {b}: {exc}") from exc
-        if not job.done.is_set():
+        if not landed:
             self.counts["waited_batches"] += 1  # handed over before its reads landed
-        self._handed.append(job)
-        self.prefetcher.consumed()
-        self._release_consumed(ann.seq)
+        engine.release(self._release_point(ann.seq))
         c = self.counts
         c["batches"] += 1
         c["planned"] += len(ann.indices)
-        c["prefetched"] += job.n_samples
+        c["prefetched"] += n_read
         c["hits"] += int(np.count_nonzero(ann.hit & ~ann.substituted))
         c["substitutions"] += int(np.count_nonzero(ann.substituted))
-        out = BatchPlan(ann.indices, tier=tier, location=ann.location, slot=ann.slot,
-                        generation=ann.generation, planned=ann.planned,
-                        epoch=plan.epoch, position=b, seq=ann.seq)
+        bs = self.sampler.batch_size
+        out = BatchPlan(ann.indices, tier=self._tier[b * bs:(b + 1) * bs],
+                        location=ann.location, slot=ann.slot, generation=ann.generation,
+                        planned=ann.planned, epoch=plan.epoch, position=b, seq=ann.seq)
         self.cpu_seconds += time.thread_time() - cpu
         self.hook_seconds += time.perf_counter() - wall
         return out
 
-    def _release_consumed(self, seq: int) -> None:
-        """Batch ``seq`` is handed over; release the leading handed batches that are
-        copied or ``outstanding + 1`` hand-overs old (see the module docstring)."""
+    def _release_point(self, seq: int) -> Optional[int]:
+        """Batch ``seq`` is handed over: the last of the leading handed batches that
+        are copied or ``outstanding + 1`` hand-overs old (see the module docstring),
+        to release; None if none is."""
         unreleased, copied = self._unreleased, self.readiness.copied
         unreleased.append(seq)
         last = None
         while unreleased and (len(unreleased) > self._outstanding + 1
                               or copied(unreleased[0])):
             last = unreleased.popleft()
-        if last is not None:
-            self.annotator.release(last)
-
-    def _check_handed(self) -> None:
-        """Raise for a failed or stalled read of a batch handed over earlier."""
-        handed, now = self._handed, time.perf_counter()
-        for job in list(handed):
-            if job.done.is_set():
-                if job.error is None:
-                    handed.remove(job)
-                    continue
-                handed.remove(job)
-                self.prefetcher.wait([job], timeout=0)  # raises its PrefetchError
-            elif now - job.submitted > self.wait_timeout:
-                handed.remove(job)
-                self.prefetcher.wait([job], timeout=0)  # raises "did not finish"
+        return last
 
     def stats(self) -> Dict[str, Any]:
         """Pipeline counters plus the prefetcher's storage figures.
@@ -223,17 +206,119 @@ class CachePipeline:
         CPU seconds of the cache wiring in the main process: ``annotate_cpu_s`` (the
         annotator thread), ``hook_cpu_s`` (this hook on the training loop's thread),
         ``prefetch_cpu_s`` (reader threads outside ``read_many``) and their sum
-        ``bookkeeping_cpu_s``; ``hook_s`` is the hook's wall time.
+        ``bookkeeping_cpu_s``; ``hook_s`` is the hook's wall time. With the cache
+        service, annotating and reading run in the service process: ``annotate_cpu_s``
+        and ``prefetch_cpu_s`` are its threads' figures, ``service_cpu_s`` is all of
+        its CPU (reads included), and ``bookkeeping_cpu_s`` counts this process only.
         """
-        p, a = self.prefetcher, self.annotator
         out = dict(self.counts)
-        out.update(storage_requests=p.requests, storage_bytes=p.bytes_read,
-                   storage_retries=p.retried, storage_seconds=p.read_seconds,
-                   annotate_cpu_s=a.cpu_seconds, hook_cpu_s=self.cpu_seconds,
-                   hook_s=self.hook_seconds,
-                   prefetch_cpu_s=p.cpu_seconds,
-                   bookkeeping_cpu_s=a.cpu_seconds + self.cpu_seconds + p.cpu_seconds)
+        out.update(self.engine.stats())
+        out.update(hook_cpu_s=self.cpu_seconds, hook_s=self.hook_seconds)
+        local = 0.0 if "service_cpu_s" in out else out["annotate_cpu_s"] + out["prefetch_cpu_s"]
+        out["bookkeeping_cpu_s"] = local + self.cpu_seconds
         return out
+
+    def close(self) -> None:
+        """Stop the annotator and the prefetch threads (idempotent)."""
+        self.engine.close()
+
+
+class CacheEngine:
+    """The annotator thread, the reader threads and the directory lock of a pipeline.
+
+    It runs where the cache directory lives: in the training process, or in the cache
+    service process (:mod:`impact_loader._service`), which drives it with the same
+    calls. ``dataset`` needs ``directory``, ``source``, ``readiness`` and
+    ``record_blocks``; the other arguments are :class:`CachePipeline`'s, plus
+    ``on_ready`` (see :class:`~impact_loader._annotator.Annotator`).
+    """
+
+    def __init__(self, dataset: Any, *, batch_size: int, threads: int, chunk: int,
+                 wait_timeout: float, retries: int, backoff_s: float, tiers: bool,
+                 first_seq: int, on_ready: Optional[Callable] = None) -> None:
+        self.directory = dataset.directory
+        self.wait_timeout = float(wait_timeout)
+        self.lock = threading.Lock()  # the directory is not thread-safe
+        # Samples to keep queued for the readers: a full chunk for every thread, twice.
+        backlog = 2 * int(threads) * int(chunk)
+        readiness = dataset.readiness
+        readiness.timeout = self.wait_timeout
+        in_order = _InOrder(readiness, first_seq)
+        self.prefetcher = Prefetcher(dataset.source, _filler(self.directory, self.lock),
+                                     threads=threads, chunk=chunk, retries=retries,
+                                     backoff_s=backoff_s, low_water=backlog)
+        self.annotator = Annotator(self.directory, self.lock, self.prefetcher,
+                                   batch_size=batch_size,
+                                   record_blocks=getattr(dataset, "record_blocks", 1),
+                                   tiers=tiers, backlog_target=backlog,
+                                   failed=lambda seq: in_order.done(seq, False),
+                                   on_ready=on_ready)
+        self.annotator.seq = int(first_seq) - 1
+        # Records the H-cache holds, when an L-cache (the annotator's turnover pool)
+        # serves the rest.
+        self.h_records: Optional[int] = (
+            self.directory.store.pool_blocks(LOC_H) // self.annotator.record_blocks
+            if LOC_L in self.annotator.turnover else None)
+        self.prefetcher.on_low = self.annotator.kick
+        self.prefetcher.on_done = in_order.job_done
+        self._handed: deque = deque()  # jobs of batches handed over, not yet checked
+        self._begun = False
+        self._finalizer = weakref.finalize(self, _shutdown, self.annotator, self.prefetcher)
+
+    @property
+    def next_seq(self) -> int:
+        """Sequence number after the last one annotated."""
+        return self.annotator.seq + 1
+
+    def begin(self, indices: np.ndarray, tier: np.ndarray, importance: np.ndarray,
+              n_batches: int, position: int, *, rescore: bool, tag: Any = None) -> None:
+        """Annotate a new epoch plan from ``position`` on. ``rescore``: an epoch ends
+        first (scores learnt in it re-key the H-heap, the shadow heap is swapped in)."""
+        self.annotator.stop()
+        if rescore:
+            with self.lock:
+                self.directory.rescore_cached(importance)
+                self.directory.new_epoch()
+        self.annotator.start(indices, tier, importance, n_batches, position, tag)
+
+    def take(self, b: int, timeout: float) -> tuple:
+        """Hand over position ``b``: ``(annotation, landed, samples read for it)``.
+
+        Raises:
+            RuntimeError, TimeoutError: see :meth:`Annotator.take`.
+        """
+        ann, job, _ = self.annotator.take(b, timeout)
+        self._handed.append(job)
+        self.prefetcher.consumed()
+        return ann, job.done.is_set(), job.n_samples
+
+    def release(self, seq: Optional[int]) -> None:
+        """Batch ``seq`` and every earlier one are consumed (None: nothing new)."""
+        if seq is not None:
+            self.annotator.release(seq)
+
+    def check(self) -> None:
+        """Raise for a failed or stalled read of a batch handed over earlier.
+
+        Raises:
+            PrefetchError: naming the indices (chained to the storage error).
+        """
+        handed, now = self._handed, time.perf_counter()
+        for job in list(handed):
+            if job.done.is_set():
+                handed.remove(job)
+                if job.error is not None:
+                    self.prefetcher.wait([job], timeout=0)  # raises its PrefetchError
+            elif now - job.submitted > self.wait_timeout:
+                handed.remove(job)
+                self.prefetcher.wait([job], timeout=0)  # raises "did not finish"
+
+    def stats(self) -> Dict[str, Any]:
+        """Storage figures and the background threads' CPU seconds."""
+        p = self.prefetcher
+        return dict(storage_requests=p.requests, storage_bytes=p.bytes_read,
+                    storage_retries=p.retried, storage_seconds=p.read_seconds,
+                    annotate_cpu_s=self.annotator.cpu_seconds, prefetch_cpu_s=p.cpu_seconds)
 
     def close(self) -> None:
         """Stop the annotator and the prefetch threads (idempotent)."""
