@@ -54,7 +54,8 @@ SPECS: Dict[str, Tuple[str, str, Sequence[str], str]] = {
         "arrived (a worker then reads the sample from storage)."),
     "storage_requests": (
         "counter", "", _READER,
-        "read_many calls to the source, by reader: prefetcher (main-process threads) or "
+        "read_many calls to the source, by reader: prefetcher (main-process threads, or "
+        "the cache service process) or "
         "dataset (DataLoader workers; the main process with num_workers=0)."),
     "storage_samples": (
         "counter", "", _READER, "Records read from the source, by reader."),

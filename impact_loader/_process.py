@@ -8,7 +8,7 @@ import multiprocessing
 import os
 from typing import Callable
 
-__all__ = ["orphaned", "once_per_process"]
+__all__ = ["orphaned", "once_per_process", "process_gone"]
 
 
 def orphaned() -> bool:
@@ -22,6 +22,25 @@ def orphaned() -> bool:
     """
     creator = multiprocessing.parent_process()
     return creator is not None and os.getppid() != creator.pid
+
+
+def process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie counts as exited). Linux reads
+    ``/proc``; elsewhere only a process that no longer exists at all counts."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[-1].split()[0]
+        return state in (b"Z", b"X")
+    except FileNotFoundError:
+        return True
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
 
 def once_per_process(fn: Callable[[], None]) -> Callable[[], None]:

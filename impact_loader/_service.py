@@ -80,6 +80,8 @@ class CacheService:
                                    name="impact-cache-service", daemon=True)
         self.process.start()
         theirs.close()
+        # Waits for readiness end when the service is gone (nobody would mark them).
+        dataset.readiness.set_marker(self.process.pid)
         directory.store.disown()  # the service changes it from now on
         self.config = directory.config
         self.readiness = dataset.readiness
@@ -111,12 +113,16 @@ class CacheService:
     # -- messages -----------------------------------------------------------------
     def send(self, name: str, *args: Any) -> None:
         """Send an operation that needs no reply."""
+        self._send((name, None, args))
+
+    def _send(self, msg: tuple) -> None:
         with self._lock:
             self._check_alive()
             try:
-                self._conn.send((name, None, args))
+                self._conn.send(msg)
             except (OSError, ValueError) as exc:
-                self._dead = f"the pipe to the cache service broke: {exc!r}"
+                self._dead = (f"the pipe to the cache service broke ({exc!r}, exit code "
+                              f"{self.process.exitcode})")
                 self._check_alive()
 
     def call(self, name: str, *args: Any, timeout: float = 60.0) -> Any:
@@ -130,7 +136,7 @@ class CacheService:
         with self._lock:
             self._check_alive()
             rid = next(self._rid)
-            self._conn.send((name, rid, args))
+            self._send((name, rid, args))
             self._pump(lambda: rid in self._replies, timeout, f"the reply to {name!r}")
             ok, value = self._replies.pop(rid)
         if not ok:
@@ -183,8 +189,8 @@ class CacheService:
 
     def _check_alive(self) -> None:
         if self._dead is not None:
-            raise RuntimeError(self._dead + "; the cache can no longer serve this "
-                               "dataset: close it and create a new one")
+            raise PrefetchError(self._dead + "; the cache can no longer serve this "
+                                "dataset: close it and create a new one")
 
     # -- the hook's side ----------------------------------------------------------
     def begin(self, engine: int, *args: Any, rescore: bool) -> None:

@@ -21,10 +21,13 @@ Layout: two rows of ``cells`` int64 in an anonymous shared memory region (the
 :class:`~impact_loader.cache.region.SharedRegion` the store and the worker counters
 use); batch ``seq`` owns column ``seq % cells``. Its *state* cell holds ``seq + 1`` once
 ready and ``-(seq + 1)`` once failed, its *copied* cell ``seq + 1`` once copied, so a
-cell left over from an earlier batch never matches. The main process writes the state
-row; the one process that reads batch ``seq`` (a worker, or the main process with
-``num_workers=0``) writes its copied cell. Aligned 8-byte stores are never torn. Cells
-are reused after ``cells`` batches, far more than a DataLoader ever has in flight.
+cell left over from an earlier batch never matches. The main process (or its cache
+service process) writes the state row; the one process that reads batch ``seq`` (a
+worker, or the main process with ``num_workers=0``) writes its copied cell. Aligned
+8-byte stores are never torn. Cells are reused after ``cells`` batches, far more than a
+DataLoader ever has in flight. The region's 8 metadata bytes hold the pid of the process
+that marks batches when that is not the main process (the cache service), so that a
+wait ends when it has died; 0 otherwise.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import time
 
 import numpy as np
 
-from ._process import orphaned
+from ._process import orphaned, process_gone
 from ._shared_view import SharedView
 from .cache.region import SharedRegion
 
@@ -67,6 +70,7 @@ class BatchReadiness(SharedView):
         self._region = region
         self.timeout = timeout
         self._rows = np.frombuffer(region.data, np.int64).reshape(2, -1)  # state, copied
+        self._marker = np.frombuffer(region.meta, np.int64, 1)
         self.cells = self._rows.shape[1]
 
     def __reduce__(self):
@@ -75,6 +79,15 @@ class BatchReadiness(SharedView):
     def mark(self, seq: int, ok: bool) -> None:
         """Batch ``seq`` is ready (``ok``) or its reads failed (main process)."""
         self._rows[0, seq % self.cells] = seq + 1 if ok else -(seq + 1)
+
+    def set_marker(self, pid: int) -> None:
+        """Batches are marked by process ``pid`` from now on (0: the main process):
+        :meth:`wait` gives up once that process has died."""
+        self._marker[0] = int(pid)
+
+    def _marker_gone(self) -> bool:
+        pid = int(self._marker[0])
+        return pid > 0 and process_gone(pid)
 
     def state(self, seq: int) -> int:
         """:data:`READY`, :data:`FAILED` or :data:`PENDING` for batch ``seq``."""
@@ -98,21 +111,29 @@ class BatchReadiness(SharedView):
 
         Returns:
             The final state (:data:`PENDING` after a timeout, or as soon as the
-            process that started this one has died: nobody will mark the batch, and a
-            DataLoader worker must not outlive its parent); the caller then reads
-            whatever the store does not hold from the source.
+            process that started this one, or the cache service that marks batches,
+            has died: nobody will mark the batch, and a DataLoader worker must not
+            outlive its parent); the caller then reads whatever the store does not
+            hold from the source.
         """
         state = self.state(seq)
         if state != PENDING:
             return state
-        deadline = time.monotonic() + self.timeout
+        now = time.monotonic()
+        deadline, look = now + self.timeout, now + 0.05
         pause = 1e-4
         while True:
             time.sleep(pause)
             state = self.state(seq)
-            if (state != PENDING or time.monotonic() > deadline
-                    or orphaned()):
+            if state != PENDING:
                 return state
+            now = time.monotonic()
+            if now > deadline or orphaned():
+                return state
+            if now > look:  # a /proc read: every 50 ms at most
+                look = now + 0.05
+                if self._marker_gone():
+                    return state
             pause = min(2e-3, pause * 1.5)
 
 

@@ -32,10 +32,11 @@ def source(tmp_path_factory):
     return il.write_lmdb(str(tmp_path_factory.mktemp("e2e") / "d"), make_samples(N))
 
 
-def _run(source, policy, cache_policy, method, epochs=4, substitution=True):
+def _run(source, policy, cache_policy, method, epochs=4, substitution=True, service=False):
     record = len(source.read_many([0])[0])
     ds = ImpactDataset(source, transform=_check, cache_bytes=int(0.3 * N * record),
-                       cache_policy=cache_policy, substitution=substitution)
+                       cache_policy=cache_policy, substitution=substitution,
+                       cache_service=service)
     sampler = il.ImportanceSampler(ds, batch_size=32, policy=policy, seed=1,
                                    warmup_epochs=1, refresh_every=3)
     loader = DataLoader(ds, batch_sampler=sampler, num_workers=2,
@@ -62,11 +63,13 @@ def _run(source, policy, cache_policy, method, epochs=4, substitution=True):
     return per_epoch, stats
 
 
+@pytest.mark.parametrize("service", [False, True], ids=["threads", "service"])
 @pytest.mark.parametrize("policy,cache_policy", [
     ("uniform", "lru"), ("uniform", "minio"), ("uniform", "none"),
     ("importance", "importance"), ("selective", "importance"), ("impact", "importance")])
-def test_every_policy_delivers_only_true_bytes_under_fork(source, policy, cache_policy):
-    per_epoch, stats = _run(source, policy, cache_policy, "fork")
+def test_every_policy_delivers_only_true_bytes_under_fork(source, policy, cache_policy,
+                                                          service):
+    per_epoch, stats = _run(source, policy, cache_policy, "fork", service=service)
     subs = stats.get("substitutions", 0)
     total_sub = 0
     for planned, delivered in per_epoch:
@@ -80,21 +83,25 @@ def test_every_policy_delivers_only_true_bytes_under_fork(source, policy, cache_
 
 
 @pytest.mark.slow
-def test_spawn_workers_with_impact_policy(source):
-    per_epoch, stats = _run(source, "impact", "importance", "spawn", epochs=3)
+@pytest.mark.parametrize("service", [False, True], ids=["threads", "service"])
+def test_spawn_workers_with_impact_policy(source, service):
+    per_epoch, stats = _run(source, "impact", "importance", "spawn", epochs=3,
+                            service=service)
     assert stats["hits"] + stats["substitutions"] > 0  # the cache was really used
     for planned, delivered in per_epoch:
         assert len(delivered) == len(planned)
 
 
-def test_uniform_without_substitution_delivers_every_index_once(source):
+@pytest.mark.parametrize("service", [False, True], ids=["threads", "service"])
+def test_uniform_without_substitution_delivers_every_index_once(source, service):
     per_epoch, _ = _run(source, "uniform", "importance", "fork", epochs=3,
-                        substitution=False)
+                        substitution=False, service=service)
     for planned, delivered in per_epoch:
         assert sorted(delivered) == list(range(N))
 
 
-def test_cache_is_used_and_reads_go_through_the_prefetcher(source):
-    _, stats = _run(source, "uniform", "minio", "fork", epochs=3)
+@pytest.mark.parametrize("service", [False, True], ids=["threads", "service"])
+def test_cache_is_used_and_reads_go_through_the_prefetcher(source, service):
+    _, stats = _run(source, "uniform", "minio", "fork", epochs=3, service=service)
     assert stats["hits"] > 0.2 * N  # 30% cache: later epochs hit about 30%
     assert stats["storage_requests"] > 0

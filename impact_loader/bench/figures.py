@@ -88,6 +88,8 @@ def summarize(run: Any, scenario: Scenario, *, n: int, record: float, x_compute:
         "main_cpu_share": tot["main_cpu_s"] / tot["seconds"],
         "worker_cpu_share": tot["worker_cpu_s"] / tot["seconds"],
         "background_cpu_share": tot.get("thread_cpu_s", 0) / tot["seconds"],
+        # The cache service process (cache_service=True): all of its CPU, reads too.
+        "service_cpu_share": tot.get("service_cpu_s", 0) / tot["seconds"],
         "bookkeeping_us_per_sample": (1e6 * bookkeeping / delivered
                                       if run.cached else math.nan),
         "bound_s": statistics.median(b["bound"] for b in bounds),

@@ -16,6 +16,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List
 
+from torch.utils.data import get_worker_info
+
 from ..throttle import count_runs
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -46,7 +48,6 @@ class CountingSource:
         self.source = source
         self._counts = ctx.RawArray("q", len(COUNTERS))
         self._lock = ctx.Lock()
-        self._main = os.getpid()
 
     def __len__(self) -> int:
         return len(self.source)
@@ -54,7 +55,9 @@ class CountingSource:
     def read_many(self, indices: Any) -> Any:
         """``source.read_many``, counting calls, contiguous runs and bytes."""
         out = self.source.read_many(indices)
-        base = 0 if os.getpid() == self._main else 3
+        # The prefetcher's reads (the main process, or its cache service process)
+        # against the DataLoader workers'.
+        base = 3 if get_worker_info() is not None else 0
         runs, nbytes = count_runs(indices), sum(len(r) for r in out)
         with self._lock:
             self._counts[base] += 1

@@ -15,6 +15,8 @@ I/O engines: a strong baseline, not a straw man.
                    sample is answered by a cached one not yet used this epoch.
 ``is-lru``         importance sampling + LRU: the baseline iCache reports against.
 ``impact``         impact-loader's defaults: ``policy="impact"``, ``cache_policy="importance"``.
+``impact-svc``     the same with ``cache_service=True``: directory, annotator and reads in a
+                   helper process instead of threads of the training process.
 =================  ==========================================================================
 """
 
@@ -63,6 +65,9 @@ LOADERS: Dict[str, LoaderSpec] = {s.name: s for s in (
     LoaderSpec("is-lru", "importance", "lru",
                "importance sampling + LRU cache (iCache's baseline)"),
     LoaderSpec("impact", "impact", "importance", "impact-loader defaults"),
+    LoaderSpec("impact-svc", "impact", "importance",
+               "impact-loader defaults, cache service process",
+               cache_options={"cache_service": True}),
 )}
 
 

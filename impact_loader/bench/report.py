@@ -60,11 +60,12 @@ def format_details(rows: List[Dict[str, Any]]) -> str:
     cached = [r for r in rows if not math.isnan(r["bookkeeping_us_per_sample"])]
     if cached:
         out.append("main process: sampler + prefetcher CPU per delivered sample | CPU "
-                   "cores busy (main process, its background threads, workers):")
+                   "cores busy (main process, its background threads, workers, cache "
+                   "service process):")
         for r in cached:
             out.append(f"  {r['loader']:7s} {r['bookkeeping_us_per_sample']:7.1f} us | "
                        f"{r['main_cpu_share']:.2f}, {r['background_cpu_share']:.2f}, "
-                       f"{r['worker_cpu_share']:.2f}")
+                       f"{r['worker_cpu_share']:.2f}, {r['service_cpu_share']:.2f}")
     return "\n".join(out)
 
 

@@ -98,7 +98,8 @@ class LoaderRun:
             s = self.loader.stats()
             for k in ("planned", "hits", "substitutions", "prefetched", "waited_batches",
                       "storage_requests", "storage_bytes", "bookkeeping_cpu_s",
-                      "annotate_cpu_s", "hook_cpu_s", "prefetch_cpu_s", "hook_s"):
+                      "annotate_cpu_s", "hook_cpu_s", "prefetch_cpu_s", "hook_s",
+                      "service_cpu_s"):
                 c[k] = s.get(k, 0)
             c["update_s"] = self.update.seconds
             c["update_cpu_s"] = self.update.cpu_seconds
@@ -146,6 +147,8 @@ class LoaderRun:
                    trained_fraction=delivered / len(self.source), data_wait_s=sum(waits),
                    compute_s=compute, batches=len(waits), main_cpu_s=cpu1[0] - cpu0[0],
                    worker_cpu_s=cpu1[1] - cpu0[1])
+        # A cache service process is a child too: count it apart from the workers.
+        rec["worker_cpu_s"] -= rec.get("service_cpu_s", 0.0)
         if self.cached:
             rec["lookahead_batches"] = self.pipeline.prefetcher.lookahead()
         self.epochs.append(rec)
