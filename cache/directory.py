@@ -254,9 +254,12 @@ class CacheDirectory:
     def stats(self) -> dict:
         """Counters since creation plus bytes and entries per pool."""
         out = dict(self.counts)
+        # Entries per pool: the store's per-slot pool id (-1 = free), counted in C.
+        per_pool = np.bincount(self.store._pool.astype(np.intp) + 1, minlength=9)
         for p in self._pools:
             out[f"pool{p}_used_bytes"] = self.store.used_bytes(p)
             out[f"pool{p}_capacity_bytes"] = self.store.pool_blocks(p) * self.config.block_bytes
+            out[f"pool{p}_entries"] = int(per_pool[p + 1])
         out["entries"] = self.store.max_entries - self.store.free_slot_count()
         return out
 

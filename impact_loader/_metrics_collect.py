@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any, Dict, Iterator, Optional, Sequence
+from typing import Any, Dict, Iterator, Sequence
 
 import numpy as np
 
@@ -197,28 +197,11 @@ def _cache(fams: Any, common: Sequence[str], directory: Any) -> None:
     fams.add("cache_abandoned", common, d.get("abandoned", 0))
     pools = sorted(int(k[4:-len("_used_bytes")]) for k in d
                    if k.startswith("pool") and k.endswith("_used_bytes"))
-    entries = _pool_entries(directory.store)
     for pool in pools:
         tier = _POOL_NAMES.get(pool, str(pool))
         fams.add("cache_bytes", common, d[f"pool{pool}_used_bytes"], tier)
         fams.add("cache_capacity_bytes", common, d[f"pool{pool}_capacity_bytes"], tier)
-        if entries is not None:
-            fams.add("cache_entries", common, entries.get(pool, 0), tier)
-    if entries is None and "entries" in d:
-        fams.add("cache_entries", common, d["entries"], "all")
-
-
-def _pool_entries(store: Any) -> Optional[Dict[int, int]]:
-    """Entries per pool, from the store's per-slot pool array (-1 = free slot).
-
-    The store has no public per-pool count; reading its owner-side array is O(slots)
-    in C and safe from another thread (bytes only). None if the array is not there.
-    """
-    pools = getattr(store, "_pool", None)
-    if pools is None:
-        return None
-    counts = np.bincount(np.frombuffer(pools, np.int8).astype(np.intp) + 1)
-    return {p - 1: int(n) for p, n in enumerate(counts.tolist()) if p > 0}
+        fams.add("cache_entries", common, d[f"pool{pool}_entries"], tier)
 
 
 def _sampler(fams: Any, common: Sequence[str], sampler: Any) -> None:

@@ -24,6 +24,7 @@ what the workers read (``ImpactLoader.stats()``, :mod:`impact_loader.metrics`).
 from __future__ import annotations
 
 import gc
+import sys
 import time
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -55,8 +56,8 @@ class ImpactDataset:
         cache_service: run the cache directory, the annotator and the storage reads in
             a helper process (the *cache service*, :mod:`impact_loader._service`)
             instead of background threads of this process, so that they never hold
-            this process's GIL while the training loop runs. Linux (``fork``) only.
-            Default False.
+            this process's GIL while the training loop runs (``benchmarks/RESULTS.md``
+            section 8). Needs ``fork``. Default None: on Linux, False elsewhere.
         **cache_options: further :class:`impact_loader.cache.config.CacheConfig`
             fields (``package_size``, ``h_fraction``, ``substitution``,
             ``staging_bytes`` — default :data:`DEFAULT_STAGING_BYTES`, ...).
@@ -74,7 +75,7 @@ class ImpactDataset:
 
     def __init__(self, source: Any, transform: Optional[Callable[[Any], Any]] = None, *,
                  cache_bytes: int = 0, cache_policy: str = "importance",
-                 cache_service: bool = False, **cache_options: Any) -> None:
+                 cache_service: Optional[bool] = None, **cache_options: Any) -> None:
         for name in ("__len__", "read_many", "decode"):
             if not hasattr(source, name):
                 raise TypeError(f"source {source!r} has no {name}(); a source needs "
@@ -84,8 +85,11 @@ class ImpactDataset:
         if cache_bytes < 0:
             raise ValueError(f"cache_bytes={cache_bytes} must be >= 0; pass 0 to disable "
                              "the cache")
+        if cache_service is None:
+            cache_service = sys.platform.startswith("linux")
         if not isinstance(cache_service, bool):
-            raise TypeError(f"cache_service={cache_service!r} must be True or False")
+            raise TypeError(f"cache_service={cache_service!r} must be True, False or None "
+                            "(None: True on Linux)")
         self.source = source
         self.transform = transform
         self.cache_service = cache_service

@@ -82,7 +82,11 @@ def test_break_restart_and_resume_mid_epoch(dataset):
     assert sorted(torch.cat(first + again).tolist()) == list(range(200))
 
 
-def test_annotation_failure_reaches_the_training_loop(dataset):
+def test_annotation_failure_reaches_the_training_loop(tmp_path):
+    # Threads in this process (the cache service's case is in test_service.py).
+    src = il.write_lmdb(str(tmp_path / "d"), make_samples(200))
+    dataset = il.ImpactDataset(src, transform=_xy, cache_bytes=100 * 500,
+                               cache_service=False)
     loader = il.ImpactLoader(dataset, batch_size=16, policy="uniform", num_workers=0)
 
     def broken(*args, **kwargs):
@@ -92,19 +96,21 @@ def test_annotation_failure_reaches_the_training_loop(dataset):
     with pytest.raises(il.PrefetchError, match="directory is broken"):
         for _ in loader:
             pass
+    dataset.close()
 
 
 def test_threads_stop_on_close_and_when_everything_is_dropped(tmp_path):
     import gc
 
+    # Threads in this process (the cache service's case is in test_service.py).
     src = il.write_lmdb(str(tmp_path / "d"), make_samples(100))
-    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=30 * 500)
+    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=30 * 500, cache_service=False)
     loader = il.ImpactLoader(ds, batch_size=10, num_workers=0)
     next(iter(loader))
     assert _threads()
     ds.close()
     assert not _threads()
-    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=30 * 500)
+    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=30 * 500, cache_service=False)
     loader = il.ImpactLoader(ds, batch_size=10, num_workers=0)
     for _ in loader:
         pass

@@ -97,6 +97,8 @@ def test_sigkilled_owner_leaves_nothing(quick):
     killed = quick[0]["killed"]
     assert killed["child_memfd_fds"] > 0 and len(killed["worker_pids"]) == 2
     assert killed["workers_exited"], "DataLoader workers outlived their killed parent"
+    assert killed["service_pid"] and killed["service_exited"], \
+        "the cache service outlived its killed parent"
     assert killed["new_shm"] == [] and killed["parent_memfd_fds"] == 0
     assert killed["parent_children"] == [] and killed["ok"]
 

@@ -40,7 +40,8 @@ def _xy(s):
 
 def test_plans_handed_to_workers_respect_the_h_cache(tmp_path):
     src = il.write_lmdb(str(tmp_path / "d"), make_samples(400, payload=64))
-    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=80 * 512)
+    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=80 * 512,
+                          cache_service=False)
     loader = il.ImpactLoader(ds, batch_size=20, sampler_options={"warmup_epochs": 1})
     pipeline = ds.pipeline
     assert pipeline.h_records is not None and 0 < pipeline.h_records < 80
@@ -92,7 +93,8 @@ def test_consumed_batches_are_released_on_the_annotator_thread(tmp_path):
     """The hook only records what was consumed; the annotator thread releases it, so
     ``next(loader)`` never waits for the directory lock held by an annotation."""
     src = il.write_lmdb(str(tmp_path / "d"), make_samples(400, payload=64))
-    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=80 * 512)
+    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=80 * 512,
+                          cache_service=False)
     loader = il.ImpactLoader(ds, batch_size=20, policy="uniform")
     try:
         pipeline = ds.pipeline
@@ -142,7 +144,8 @@ def test_copied_batches_are_released_before_the_hand_over_count(tmp_path, worker
     before ``outstanding`` more batches were handed over; the entries its plan pinned
     stop counting against the annotator's room."""
     src = il.write_lmdb(str(tmp_path / "d"), make_samples(400, payload=64))
-    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=80 * 512)
+    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=80 * 512,
+                          cache_service=False)
     kw = dict(num_workers=workers, multiprocessing_context="fork") if workers else {}
     loader = il.ImpactLoader(ds, batch_size=20, policy="uniform", **kw)
     try:
@@ -171,7 +174,8 @@ def test_an_annotator_that_fails_deciding_what_to_annotate_surfaces_at_once(tmp_
     """A bug in the annotator's scheduling (not in an annotation) must not kill its
     thread silently and leave the loop waiting for the full ``wait_timeout``."""
     src = il.write_lmdb(str(tmp_path / "d"), make_samples(200, payload=64))
-    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=40 * 512)
+    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=40 * 512,
+                          cache_service=False)
     loader = il.ImpactLoader(ds, batch_size=10, policy="uniform")
     try:
         def broken():
@@ -188,7 +192,8 @@ def test_an_annotator_that_fails_deciding_what_to_annotate_surfaces_at_once(tmp_
 
 def test_a_failed_release_surfaces_in_the_training_loop(tmp_path):
     src = il.write_lmdb(str(tmp_path / "d"), make_samples(200, payload=64))
-    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=40 * 512)
+    ds = il.ImpactDataset(src, transform=_xy, cache_bytes=40 * 512,
+                          cache_service=False)
     loader = il.ImpactLoader(ds, batch_size=10, policy="uniform")
     ds.pipeline.outstanding = 1
 

@@ -33,7 +33,7 @@ def kill_child(args, path: str, n: int, record: float) -> dict:
     child = subprocess.Popen(child_command(args, "--child", path, n, record),
                              stdout=subprocess.PIPE, text=True)
     out: Dict[str, Any] = {"ok": False}
-    info = {"workers": [], "memfd_fds": 0, "shm": []}
+    info = {"workers": [], "service": None, "memfd_fds": 0, "shm": []}
     try:
         ready, _, _ = select.select([child.stdout], [], [], 180.0)
         line = child.stdout.readline() if ready else ""
@@ -51,12 +51,17 @@ def kill_child(args, path: str, n: int, record: float) -> dict:
                child_memfd_fds=info["memfd_fds"], shm_held_while_running=sorted(held))
     # Workers notice the dead parent within torch's status interval (5 s).
     out["workers_exited"] = wait_until(lambda: not any(map(alive, info["workers"])), 30.0)
+    # The cache service polls for its parent every 0.5 s.
+    service = info.get("service")
+    out["service_pid"] = service
+    out["service_exited"] = service is None or wait_until(lambda: not alive(service), 30.0)
     wait_until(lambda: not split_shm(set(shm_entries()) - set(shm0), held, pids)[0], 10.0)
     out["new_shm"], others = split_shm(set(shm_entries()) - set(shm0), held, pids)
     out["other_new_shm"] = len(others)
     out["parent_memfd_fds"] = len(memfd_fds()) - len(fds0)
     out["parent_children"] = [p.pid for p in multiprocessing.active_children()]
-    out["ok"] = bool(line and out["workers_exited"] and not out["new_shm"]
+    out["ok"] = bool(line and out["workers_exited"] and out["service_exited"]
+                     and not out["new_shm"]
                      and out["parent_memfd_fds"] == 0 and info["memfd_fds"] > 0
                      and not out["parent_children"])
     return out
@@ -72,6 +77,8 @@ def child_main(args) -> None:
         (x, y), idx = next(it)
         loader.update(idx, task.step(None, None, 0, idx))
     pids = worker_pids(loader)
+    service = getattr(dataset, "service", None)
     print(json.dumps({"workers": pids, "memfd_fds": len(memfd_fds()),
+                      "service": service.process.pid if service is not None else None,
                       "shm": shm_held([os.getpid(), *pids])}), flush=True)
     time.sleep(600)

@@ -15,8 +15,9 @@ I/O engines: a strong baseline, not a straw man.
                    sample is answered by a cached one not yet used this epoch.
 ``is-lru``         importance sampling + LRU: the baseline iCache reports against.
 ``impact``         impact-loader's defaults: ``policy="impact"``, ``cache_policy="importance"``.
-``impact-svc``     the same with ``cache_service=True``: directory, annotator and reads in a
-                   helper process instead of threads of the training process.
+``impact-threads`` the same with ``cache_service=False``: directory, annotator and reads
+                   in threads of the training process instead of the cache service
+                   process (the default before session 11; for A/B comparisons).
 =================  ==========================================================================
 """
 
@@ -65,9 +66,9 @@ LOADERS: Dict[str, LoaderSpec] = {s.name: s for s in (
     LoaderSpec("is-lru", "importance", "lru",
                "importance sampling + LRU cache (iCache's baseline)"),
     LoaderSpec("impact", "impact", "importance", "impact-loader defaults"),
-    LoaderSpec("impact-svc", "impact", "importance",
-               "impact-loader defaults, cache service process",
-               cache_options={"cache_service": True}),
+    LoaderSpec("impact-threads", "impact", "importance",
+               "impact-loader defaults, cache in threads of the training process",
+               cache_options={"cache_service": False}),
 )}
 
 

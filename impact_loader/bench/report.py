@@ -11,7 +11,7 @@ __all__ = ["format_table", "format_targets", "format_report", "plot_report"]
 
 # (header, format, key, scale): the columns of the comparison table.
 COLUMNS = (
-    ("loader", "{:7s}", "loader", None),
+    ("loader", "{:14s}", "loader", None),
     ("epoch s", "{:7.2f}", "median_epoch_s", None),
     ("samples/s", "{:9.0f}", "samples_per_s", None),
     ("vs plain", "{:7.2f}x", "speedup_vs_plain", None),
@@ -49,12 +49,12 @@ def format_details(rows: List[Dict[str, Any]]) -> str:
     for r in rows:
         cells = " ".join(f"{t:5.2f}({f:.0%})" for t, f in zip(r["epoch_seconds"],
                                                               r["trained_fraction"]))
-        out.append(f"  {r['loader']:7s} {cells}")
+        out.append(f"  {r['loader']:14s} {cells}")
     out.append("physical bound of the median measured epoch: compute | bandwidth | latency "
                "(h, f, k_eff) | storage time of the requests actually issued:")
     for r in rows:
         b = sorted(r["bound_terms"], key=lambda t: t["bound"])[len(r["bound_terms"]) // 2]
-        out.append(f"  {r['loader']:7s} {b['compute']:6.2f} | {b['bandwidth']:6.2f} | "
+        out.append(f"  {r['loader']:14s} {b['compute']:6.2f} | {b['bandwidth']:6.2f} | "
                    f"{b['latency']:6.2f} s (h={b['h']:.2f}, f={b['f']:.2f}, "
                    f"k_eff={b['k_eff']:.1f}) | {b['issued_io']:6.2f} s")
     cached = [r for r in rows if not math.isnan(r["bookkeeping_us_per_sample"])]
@@ -63,7 +63,7 @@ def format_details(rows: List[Dict[str, Any]]) -> str:
                    "cores busy (main process, its background threads, workers, cache "
                    "service process):")
         for r in cached:
-            out.append(f"  {r['loader']:7s} {r['bookkeeping_us_per_sample']:7.1f} us | "
+            out.append(f"  {r['loader']:14s} {r['bookkeeping_us_per_sample']:7.1f} us | "
                        f"{r['main_cpu_share']:.2f}, {r['background_cpu_share']:.2f}, "
                        f"{r['worker_cpu_share']:.2f}, {r['service_cpu_share']:.2f}")
     return "\n".join(out)
