@@ -1,6 +1,12 @@
 """CachePipeline: the sampler's annotator hook — plan, cache directory and prefetcher meet.
 
-Main process only. The sampler calls the pipeline for each batch it is about to yield
+Where it runs: the hook (:class:`CachePipeline`) runs in the training process; the
+annotator thread, the reader threads and the directory (:class:`CacheEngine`) run in
+the dataset's cache service process by default on Linux (:mod:`impact_loader._service`,
+which drives a :class:`CacheEngine` with the same calls), or in the training process
+with ``cache_service=False``. The description below holds for both.
+
+The sampler calls the pipeline for each batch it is about to yield
 (its ``annotator`` hook). Ahead of that batch, a background thread
 (:class:`~impact_loader._annotator.Annotator`) annotates the upcoming batches of the
 epoch with the cache directory (hits, substitutions, admissions, L-packages) and submits
