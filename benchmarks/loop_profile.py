@@ -11,7 +11,9 @@ parts, per batch, side by side for the chosen loaders:
   process's own receive work and its wait for the GIL, not storage);
 - ``weights`` / ``model`` / ``update``: ``sampler.weights``, the MLP's forward and
   backward pass, ``sampler.update``; ``sleep``: the accelerator stand-in;
-- ``hook``: the cache pipeline's sampler hook (part of ``wait``).
+- ``hook``: the cache pipeline's sampler hook (part of ``wait``);
+- ``first4``: the waits of the epoch's first four batches, spread over all its batches
+  (the part of ``wait`` that the epoch's start costs: a new plan, its first reads).
 
 Same scenario as ``benchmarks/reference.py`` (built-in synthetic LMDB data, emulated
 NFS, cache 20% of the bytes, batch 128, 2 fork workers, 10 ms per step). Epochs 0-1
@@ -95,6 +97,7 @@ def profile_epoch(run: LoaderRun, epoch: int) -> Dict[str, Any]:
     return {"epoch": epoch, "seconds": time.perf_counter() - start, "batches": n,
             "wait_ms": ms * sum(waits), "wait_p50_ms": 1e3 * statistics.median(waits),
             "wait_p90_ms": 1e3 * float(np.percentile(waits, 90)),
+            "first4_ms": ms * sum(waits[:4]),
             "next_cpu_ms": ms * sum(cpus), "in_pipe": (sum(ready) / len(ready)
                                                        if ready else float("nan")),
             "hook_ms": ms * hook, **{f"{k}_ms": ms * v for k, v in parts.items()}}
@@ -129,11 +132,12 @@ def main(argv: Any = None) -> Dict[str, Dict[str, float]]:
     path = prepare_builtin(scenario, progress=False)
     n, record = _mean_record(path)  # as impact-bench sizes the cache
     cache_bytes = int(scenario.cache_fractions[0] * n * record)
-    cols = ("seconds", "wait_ms", "wait_p50_ms", "wait_p90_ms", "next_cpu_ms", "in_pipe",
+    cols = ("seconds", "wait_ms", "wait_p50_ms", "wait_p90_ms", "first4_ms",
+            "next_cpu_ms", "in_pipe",
             "hook_ms", "weights_ms", "model_ms", "sleep_ms", "update_ms")
     print(f"{args.samples} records, NFS at {args.latency_ms:g} ms; per batch (ms), median "
           f"of epochs {args.skip}-{args.epochs - 1}")
-    print("loader  " + " ".join(f"{c.replace('_ms', ''):>9s}" for c in cols))
+    print("loader         " + " ".join(f"{c.replace('_ms', ''):>9s}" for c in cols))
     table: Dict[str, Dict[str, float]] = {}
     for name in loaders:
         run = LoaderRun(name, scenario, lambda: open_source(path), cache_bytes,
@@ -143,7 +147,7 @@ def main(argv: Any = None) -> Dict[str, Dict[str, float]]:
         finally:
             run.close()
         table[name] = {c: statistics.median(r[c] for r in rows) for c in cols}
-        print(f"{name:7s} " + " ".join(f"{table[name][c]:9.2f}" for c in cols))
+        print(f"{name:14s} " + " ".join(f"{table[name][c]:9.2f}" for c in cols))
     return table
 
 

@@ -73,6 +73,7 @@ def test_loop_profile_splits_each_iteration(tmp_path, capsys):
         assert row["model_ms"] > 0 and row["wait_ms"] > 0
         assert 0.0 <= row["in_pipe"] <= 1.0  # both loaders use 2 workers
         assert row["wait_p90_ms"] >= row["wait_p50_ms"]
+        assert 0.0 < row["first4_ms"] <= row["wait_ms"]  # a share of the same waits
     assert table["plain"]["hook_ms"] == 0.0 and table["impact"]["hook_ms"] > 0
     assert table["impact"]["update_ms"] > 0 and table["plain"]["update_ms"] < 0.1
     assert "impact" in capsys.readouterr().out
