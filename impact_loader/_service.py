@@ -38,6 +38,7 @@ waits for readiness end at their timeout and they read the source.
 from __future__ import annotations
 
 import itertools
+from contextlib import nullcontext
 import multiprocessing as mp
 import os
 import threading
@@ -107,7 +108,7 @@ class CacheService:
             self._annotations.clear()
             self._errors.clear()
             self._failed = None
-            h_records, next_seq = self.call("open", options)
+            h_records = self.call("open", options)
         return ServiceEngine(self, self._engine, h_records)
 
     # -- messages -----------------------------------------------------------------
@@ -213,11 +214,8 @@ class CacheService:
                 self._failed = None
                 self.send("restart", b, self._tag)
             anns = self._annotations
-            try:
-                self._pump(lambda: b in anns or self._failed is not None, timeout,
-                           f"the annotation of batch {b}")
-            except TimeoutError as exc:
-                raise TimeoutError(str(exc)) from None
+            self._pump(lambda: b in anns or self._failed is not None, timeout,
+                       f"the annotation of batch {b}")
             if b not in anns:
                 raise RuntimeError(f"annotating batch {b} failed in the cache "
                                    f"service: {self._failed}")
@@ -410,7 +408,7 @@ class _Host:
         self.op_close_engine()
         self.next_seq = options["first_seq"] = max(self.next_seq, options["first_seq"])
         self.engine = CacheEngine(self.state, on_ready=self._ready, **options)
-        return self.engine.h_records, self.next_seq
+        return self.engine.h_records
 
     def op_close_engine(self) -> None:
         if self.engine is not None:
@@ -449,7 +447,7 @@ class _Host:
                     lookahead=p.lookahead(), latency=p.latency.snapshot())
 
     def op_directory(self) -> Dict[str, Any]:
-        with self.engine.lock if self.engine is not None else _NoLock():
+        with self.engine.lock if self.engine is not None else nullcontext():
             return self.directory.stats()
 
     def _ready(self, b: Optional[int], item: Any, tag: Any) -> None:
@@ -473,21 +471,6 @@ class _Annotation:
         self.generation, self.planned = ann.generation, ann.planned
         self.hit, self.substituted = ann.hit, ann.substituted
         self.n_read = n_read
-
-    def __getstate__(self) -> tuple:
-        return tuple(getattr(self, k) for k in self.__slots__)
-
-    def __setstate__(self, state: tuple) -> None:
-        for k, v in zip(self.__slots__, state):
-            setattr(self, k, v)
-
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def _stop(process: Any, conn: Any, owner: int) -> None:

@@ -67,6 +67,27 @@ class PlainSource:
         return records.decode(raw)
 
 
+class FailingLMDB:
+    """An LMDB source whose reads of ``bad`` fail: ``times`` attempts, or always."""
+
+    def __init__(self, path, bad, times=None):
+        self.src, self.bad, self.times, self.calls = il.LMDBSource(path), bad, times, 0
+
+    def __len__(self):
+        return len(self.src)
+
+    def read_many(self, indices):
+        idx = [int(i) for i in indices]
+        if self.bad in idx:
+            self.calls += 1
+            if self.times is None or self.calls <= self.times:
+                raise OSError(f"storage error reading index {self.bad}")
+        return self.src.read_many(idx)
+
+    def decode(self, raw):
+        return self.src.decode(raw)
+
+
 def _lmdb(tmp_path, samples):
     return il.write_lmdb(str(tmp_path / "data.lmdb"), samples)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import impact_loader as il
-from source_factories import make_samples
+from source_factories import FailingLMDB, make_samples
 
 
 def _xy(sample):
@@ -119,32 +119,11 @@ def test_threads_stop_on_close_and_when_everything_is_dropped(tmp_path):
     assert not _threads()
 
 
-class _Failing:
-    """An LMDB source whose reads of ``bad`` fail: ``times`` attempts, or always."""
-
-    def __init__(self, path, bad, times=None):
-        self.src, self.bad, self.times, self.calls = il.LMDBSource(path), bad, times, 0
-
-    def __len__(self):
-        return len(self.src)
-
-    def read_many(self, indices):
-        idx = [int(i) for i in indices]
-        if self.bad in idx:
-            self.calls += 1
-            if self.times is None or self.calls <= self.times:
-                raise OSError(f"storage error reading index {self.bad}")
-        return self.src.read_many(idx)
-
-    def decode(self, raw):
-        return self.src.decode(raw)
-
-
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_persistent_storage_error_reaches_the_training_loop_naming_the_index(
         tmp_path, workers):
     il.write_lmdb(str(tmp_path / "d"), make_samples(100))
-    ds = il.ImpactDataset(_Failing(str(tmp_path / "d"), bad=37), transform=_xy,
+    ds = il.ImpactDataset(FailingLMDB(str(tmp_path / "d"), bad=37), transform=_xy,
                           cache_bytes=30 * 500)
     loader = il.ImpactLoader(ds, batch_size=10, policy="uniform", num_workers=workers)
     try:
@@ -160,7 +139,7 @@ def test_a_persistent_storage_error_reaches_the_training_loop_naming_the_index(
 
 def test_transient_storage_errors_are_retried(tmp_path):
     il.write_lmdb(str(tmp_path / "d"), make_samples(100))
-    src = _Failing(str(tmp_path / "d"), bad=37, times=2)
+    src = FailingLMDB(str(tmp_path / "d"), bad=37, times=2)
     ds = il.ImpactDataset(src, transform=_xy, cache_bytes=30 * 500)
     loader = il.ImpactLoader(ds, batch_size=10, policy="uniform", num_workers=0)
     seen = []

@@ -18,8 +18,9 @@ import pytest
 import torch
 
 import impact_loader as il
+from impact_loader._process import process_gone
 from impact_loader.cache.directory import CacheDirectory
-from source_factories import make_samples
+from source_factories import FailingLMDB, make_samples
 
 N = 200
 
@@ -51,15 +52,11 @@ def _impact_threads():
 def _gone(pid, timeout=15.0):
     """Whether process ``pid`` is gone (or a zombie) within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().split(")")[-1].split()[0] == "Z":
-                    return True
-        except FileNotFoundError:
-            return True
+    while not process_gone(pid):
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.05)
-    return False
+    return True
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -115,30 +112,9 @@ def test_break_restart_and_a_second_sampler_continue_correctly(path):
         ds.close()
 
 
-class _Failing:
-    """An LMDB source whose reads of ``bad`` fail: ``times`` attempts, or always."""
-
-    def __init__(self, path, bad, times=None):
-        self.src, self.bad, self.times, self.calls = il.LMDBSource(path), bad, times, 0
-
-    def __len__(self):
-        return len(self.src)
-
-    def read_many(self, indices):
-        idx = [int(i) for i in indices]
-        if self.bad in idx:
-            self.calls += 1
-            if self.times is None or self.calls <= self.times:
-                raise OSError(f"storage error reading index {self.bad}")
-        return self.src.read_many(idx)
-
-    def decode(self, raw):
-        return self.src.decode(raw)
-
-
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_persistent_storage_error_in_the_service_names_the_index(path, workers):
-    ds = _dataset(_Failing(path, bad=37))
+    ds = _dataset(FailingLMDB(path, bad=37))
     loader = il.ImpactLoader(ds, batch_size=10, policy="uniform", num_workers=workers)
     pid = ds.service.process.pid
     try:
@@ -153,7 +129,7 @@ def test_a_persistent_storage_error_in_the_service_names_the_index(path, workers
 
 
 def test_transient_storage_errors_are_retried_in_the_service(path):
-    ds = _dataset(_Failing(path, bad=37, times=2))
+    ds = _dataset(FailingLMDB(path, bad=37, times=2))
     try:
         loader = il.ImpactLoader(ds, batch_size=10, policy="uniform", num_workers=0)
         seen = []
