@@ -25,10 +25,16 @@ which sequence number the training loop has consumed, and this thread calls
 for it inside ``next(loader)``; releasing later than possible is always safe (entries
 are freed later, never earlier).
 
+Handing over: :meth:`take` waits for a position's annotation and returns it (the hook
+in the training process, ``cache_service=False``). :meth:`handed` never waits: the cache
+service's hook numbers the batches itself and hands them over before they are
+annotated; a batch annotated after it was handed over is pinned at once, and one the
+failed thread will never annotate is marked failed, so that its reader stops waiting.
+
 Thread-safety: every directory call holds the pipeline's directory lock; positions, the
-finished annotations and the accounting live under this object's condition. Only the
-training loop's thread calls ``start`` / ``take`` / ``release``; the plan arrays it hands
-over are read-only.
+finished annotations and the accounting live under this object's condition. One thread
+(the training loop's, or the service's command loop) calls ``start`` / ``take`` /
+``handed`` / ``release``; the plan arrays it hands over are read-only.
 """
 
 from __future__ import annotations
@@ -63,15 +69,30 @@ class Annotator:
             ``on_ready(b, item, tag)`` when the annotation ``item`` of position ``b``
             (what :meth:`take` returns, plus its pool use) is finished, and as
             ``on_ready(None, error, tag)`` when annotating failed; ``tag`` is the one
-            given to :meth:`start`. The cache service pushes annotations with it.
+            given to :meth:`start`. The cache service reports failures with it.
+        on_annotated: optional; ``on_annotated(annotation)`` on the annotator thread
+            as soon as the directory has annotated a batch, before its reads are
+            submitted (the cache service writes it to the workers' table then, so that
+            a batch marked ready always has its annotation there).
+        on_pinned: optional; ``on_pinned(item)`` (the item :meth:`take` returns, plus
+            its pool use) once a batch is both annotated and handed over, from
+            :meth:`take` / :meth:`handed` or, for a batch handed before it was
+            annotated, from the annotator thread; the engine counts it and watches its
+            reads.
+        skipped: optional; ``skipped(lo, hi)`` when a plan started with ``first_seq``
+            leaves the sequence numbers ``lo .. hi - 1`` unused (never annotated).
     """
 
     def __init__(self, directory: Any, lock: threading.Lock, prefetcher: Any, *,
                  batch_size: int, record_blocks: int, tiers: bool,
                  backlog_target: int, failed: Callable[[int], None],
-                 on_ready: Optional[Callable[[Optional[int], Any, Any], None]] = None) -> None:
+                 on_ready: Optional[Callable[[Optional[int], Any, Any], None]] = None,
+                 on_annotated: Optional[Callable[[Any], None]] = None,
+                 on_pinned: Optional[Callable[[tuple], None]] = None,
+                 skipped: Optional[Callable[[int, int], None]] = None) -> None:
         self.directory, self.lock, self.prefetcher = directory, lock, prefetcher
         self.failed, self.on_ready = failed, on_ready
+        self.on_annotated, self.on_pinned, self.skipped = on_annotated, on_pinned, skipped
         self.batch_size = int(batch_size)
         self.record_blocks = max(1, int(record_blocks))
         self.tiers = bool(tiers)
@@ -106,13 +127,18 @@ class Annotator:
 
     # -- training-loop side -----------------------------------------------------------
     def start(self, indices: np.ndarray, tier: np.ndarray, importance: np.ndarray,
-              n_batches: int, position: int, tag: Any = None) -> None:
+              n_batches: int, position: int, tag: Any = None,
+              first_seq: Optional[int] = None) -> None:
         """Annotate a new plan from ``position`` on; drops annotations of the old one.
+
+        ``first_seq``: the sequence number of batch ``position`` (None: the one after
+        the last annotated); the caller that hands batches over before they are
+        annotated numbers them itself (see :meth:`handed`).
 
         The caller updates the directory for a new epoch between :meth:`stop` and this.
         """
         with self.cv:
-            self._reset(position)
+            self._reset(position, first_seq)
             self._plan = (indices, tier, importance, int(n_batches))
             self._tag = tag
             self.cv.notify_all()
@@ -127,13 +153,24 @@ class Annotator:
             self._plan = None
             self._reset(0)
 
-    def _reset(self, position: int) -> None:  # cv held
+    def _reset(self, position: int, first_seq: Optional[int] = None) -> None:  # cv held
         self._token += 1
-        while self._busy:
-            self.cv.wait()
+        self.settle()
         self._ahead.clear()
         self._use = dict.fromkeys(self.turnover, 0)
         self._next = self._want = position
+        if first_seq is not None:
+            if first_seq <= self.seq:
+                raise ValueError(f"first_seq={first_seq} must exceed the last sequence "
+                                 f"number annotated, {self.seq}")
+            if self.skipped is not None and first_seq > self.seq + 1:
+                self.skipped(self.seq + 1, first_seq)
+            self.seq = first_seq - 1
+
+    def settle(self) -> None:
+        """Wait until no annotation is running (cv held)."""
+        while self._busy:
+            self.cv.wait()
 
     def take(self, b: int, timeout: float) -> tuple:
         """The annotation of position ``b``: ``(annotation, job, tier)``, waiting for it.
@@ -159,25 +196,56 @@ class Annotator:
                     from self.error
             if self._closed:
                 raise RuntimeError("the cache pipeline was closed; create a new sampler")
-            ann, job, tier, use = self._ahead.pop(b)
-            for p, k in use.items():
-                self._use[p] -= k
-                self._held[p] += k
-            self._pinned.append((ann.seq, use))
+            item = self._ahead.pop(b)
+            self._pin(item, ahead=True)
             self._want = b + 1
             self.cv.notify_all()
-        return ann, job, tier
+        return item[:3]
 
-    def restart(self, b: int, tag: Any = None) -> None:
-        """Annotate the current plan again from position ``b`` (a pass restarted
-        mid-epoch); drops the annotations made ahead."""
+    def handed(self, b: int) -> None:
+        """Position ``b`` was handed over, annotated or not (never waits): its
+        annotation is pinned now, or as soon as it is made (see ``on_pinned``)."""
         with self.cv:
-            self._restart(b, tag)
+            if b < self._want:
+                return  # already handed
+            self._want = b + 1
+            item = self._ahead.pop(b, None)
+            if item is not None:
+                self._pin(item, ahead=True)
+            elif self.error is not None:
+                self._fail_handed()
             self.cv.notify_all()
 
-    def _restart(self, b: int, tag: Any) -> None:  # cv held
+    def _fail_handed(self) -> None:  # cv held, the thread has failed
+        """Mark failed the positions handed over that the failed thread will never
+        annotate, so that their readers stop waiting and read the source."""
+        while self._plan is not None and self._next < min(self._want, self._plan[3]):
+            self._next += 1
+            self.seq += 1
+            self.failed(self.seq)
+
+    def _pin(self, item: tuple, *, ahead: bool) -> None:  # cv held
+        """A batch annotated and handed over: its entries stay held until released."""
+        ann, use = item[0], item[3]
+        for p, k in use.items():
+            if ahead:
+                self._use[p] -= k
+            self._held[p] += k
+        self._pinned.append((ann.seq, use))
+        if self.on_pinned is not None:
+            self.on_pinned(item)
+
+    def restart(self, b: int, tag: Any = None, first_seq: Optional[int] = None) -> None:
+        """Annotate the current plan again from position ``b`` (a pass restarted
+        mid-epoch); drops the annotations made ahead. ``first_seq`` as in
+        :meth:`start`."""
+        with self.cv:
+            self._restart(b, tag, first_seq)
+            self.cv.notify_all()
+
+    def _restart(self, b: int, tag: Any, first_seq: Optional[int] = None) -> None:  # cv held
         plan = self._plan
-        self._reset(b)
+        self._reset(b, first_seq)
         self._plan, self._tag = plan, tag
 
     def release(self, seq: int) -> None:
@@ -252,6 +320,9 @@ class Annotator:
                 self.error = self.error or exc
                 self._busy = False
                 self.cv.notify_all()  # take() raises it instead of waiting its timeout
+        with self.cv:
+            if self.error is not None:
+                self._fail_handed()
         if self.error is not None and self.on_ready is not None:
             self.on_ready(None, self.error, self._tag)
 
@@ -292,10 +363,14 @@ class Annotator:
                 if b is not None:
                     self._busy = False
                 if item is not None and token == self._token:
-                    self._ahead[b] = item
                     for p, k in item[3].items():
-                        self._use[p] += k
                         self.peak[p] = max(self.peak[p], k)
+                    if b < self._want:  # handed over already (see handed())
+                        self._pin(item, ahead=False)
+                    else:
+                        self._ahead[b] = item
+                        for p, k in item[3].items():
+                            self._use[p] += k
                     ready = True
                 cv.notify_all()
                 if self.error is not None:
@@ -310,6 +385,8 @@ class Annotator:
         t_cache = t if self.tiers else np.full(len(idx), TIER_NONE, np.int8)
         with self.lock:
             ann = self.directory.annotate(idx, t_cache, importance[idx], seq=seq)
+        if self.on_annotated is not None:
+            self.on_annotated(ann)
         use = {p: int(np.count_nonzero(ann.location == p)) for p in self.turnover}
         reads = ann.reads
         job = self.prefetcher.submit(ReadJob(reads.start, reads.stop, tag=seq))

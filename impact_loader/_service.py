@@ -13,17 +13,22 @@ What stays in the training process: the sampler (importance table, epoch plans),
 pipeline's hook, and the readiness table and the store's memory, which are shared
 memory already (the workers read both).
 
-Protocol (one duplex pipe; the service answers in order):
+Protocol. Per batch, nothing crosses the pipe: the hook numbers the batch itself (each
+plan gets a range of sequence numbers), hands it over at once as a *deferred*
+:class:`~impact_loader.plan.BatchPlan`, and records its progress in the metadata of the
+:class:`~impact_loader.annotations.SharedAnnotations` table (the position handed over,
+the sequence number consumed up to), which the service polls every
+``POLL_SECONDS``. The service writes each annotation to that table before it submits
+the batch's reads; the worker that gets the batch reads the annotation there once the
+batch is ready. The pipe (one duplex pipe; the service answers in order) carries:
 
-* the hook sends ``begin`` (a new epoch plan: indices, tiers, importance) or
-  ``restart`` (a pass restarted mid-epoch), then for each batch handed over ``took``
-  (position, the sequence number to release up to);
-* the service pushes each finished annotation (``ann``) as soon as it exists, tagged
-  with the plan it belongs to, so the hook usually finds it already in the pipe and
-  never waits a round trip; a failed annotation (``failed``) and a read of a handed
-  batch that failed or stalled (``error``) are pushed the same way and raised at the
-  next batch as :class:`PrefetchError`;
-* ``stats``, ``figures`` and ``directory`` are calls with a reply, for ``stats()`` and
+* from the hook, ``begin`` (a new epoch plan: indices, tiers, importance, and the
+  sequence number of its first batch) and ``restart`` (a pass restarted mid-epoch);
+* from the service, a failed annotation (``failed``) and a read of a handed batch that
+  failed or stalled (``error``), raised at the next batch as :class:`PrefetchError`
+  (the service bumps the table's mail counter after each message, so the hook reads
+  the pipe only then);
+* ``stats``, ``figures`` and ``directory``: calls with a reply, for ``stats()`` and
   the metrics exporter.
 
 The service starts by ``fork`` from the training process when the first sampler
@@ -50,10 +55,13 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 
 from ._process import orphaned
+from .annotations import SharedAnnotations
 from .errors import PrefetchError
-from .readiness import PENDING
 
 __all__ = ["CacheService", "RemoteDirectory"]
+
+#: Seconds between the service's looks at the hook's progress while a plan runs.
+POLL_SECONDS = 0.002
 
 
 class CacheService:
@@ -62,20 +70,25 @@ class CacheService:
     Args:
         dataset: the :class:`ImpactDataset` (with a cache) whose directory, store,
             source and readiness table the service takes over.
+        batch_size: the sampler's batch size (the width of the annotation table).
+
+    Attributes:
+        table: the :class:`SharedAnnotations` the service writes and the workers read.
 
     Raises:
         RuntimeError: the platform has no ``fork`` start method.
     """
 
-    def __init__(self, dataset: Any) -> None:
+    def __init__(self, dataset: Any, *, batch_size: int) -> None:
         if "fork" not in mp.get_all_start_methods():
             raise RuntimeError("cache_service=True needs the 'fork' start method "
                                "(Linux); pass cache_service=False on this platform")
         ctx = mp.get_context("fork")
         ours, theirs = ctx.Pipe(duplex=True)
         directory = dataset.directory
+        self.table = SharedAnnotations(width=max(1, int(batch_size)))
         state = SimpleNamespace(directory=directory, source=dataset.source,
-                                readiness=dataset.readiness,
+                                readiness=dataset.readiness, table=self.table,
                                 record_blocks=dataset.record_blocks)
         self.process = ctx.Process(target=_serve, args=(theirs, ours, state),
                                    name="impact-cache-service", daemon=True)
@@ -90,13 +103,17 @@ class CacheService:
         self._lock = threading.RLock()  # the pipe: the hook and a metrics scrape
         self._rid = itertools.count()
         self._replies: Dict[int, Tuple[bool, Any]] = {}
-        self._annotations: Dict[int, Any] = {}  # position -> annotation, current plan
         self._errors: list = []  # read failures of handed batches, to raise
         self._failed: Optional[str] = None  # annotating the current plan failed
         self._dead: Optional[str] = None
-        self._tag = 0  # current plan; annotations of other plans are dropped
-        self._want = 0  # position the hook takes next
-        self._took: Optional[int] = None  # position handed, 'took' not yet sent
+        self._mail = 0  # messages of the service read so far (the table counts them)
+        self._tag = 0  # current plan; failures of other plans are dropped
+        self._want = 0  # position the hook hands over next
+        # Current plan: (first position, its sequence number, batches); the next plan
+        # is numbered from _next_seq (each plan reserves the numbers of all its
+        # batches, so a restart never reuses one).
+        self._plan = (0, 0, 0)
+        self._next_seq = 0
         self._engine = 0  # id of the open engine
         self._finalizer = weakref.finalize(self, _stop, self.process, ours, os.getpid())
 
@@ -105,10 +122,15 @@ class CacheService:
         """Open a pipeline's engine in the service (closing the previous one)."""
         with self._lock:
             self._engine += 1
-            self._annotations.clear()
             self._errors.clear()
             self._failed = None
+            if options["batch_size"] > self.table.width:  # a wider sampler: a new table
+                table = SharedAnnotations(width=options["batch_size"])
+                self.call("table", table)
+                self.table.close()
+                self.table = table
             h_records = self.call("open", options)
+            self._next_seq = max(self._next_seq, options["first_seq"])
         return ServiceEngine(self, self._engine, h_records)
 
     # -- messages -----------------------------------------------------------------
@@ -175,11 +197,7 @@ class CacheService:
 
     def _dispatch(self, msg: tuple) -> None:
         kind = msg[0]
-        if kind == "ann":
-            _, tag, b, ann = msg
-            if tag == self._tag:
-                self._annotations[b] = ann
-        elif kind == "reply":
+        if kind == "reply":
             _, rid, ok, value = msg
             self._replies[rid] = (ok, value)
         elif kind == "failed":
@@ -197,51 +215,57 @@ class CacheService:
     def begin(self, engine: int, *args: Any, rescore: bool) -> None:
         with self._lock:
             self._own(engine)
-            self._flush()
-            self._tag += 1
-            self._annotations.clear()
+            position, n_batches = args[4], args[3]
             self._failed = None
-            self._want = args[4]
-            self.send("begin", args, rescore, self._tag)
+            self.send("begin", args, rescore, self._new_plan(position, n_batches),
+                      self._plan[1])
 
-    def take(self, engine: int, b: int, timeout: float) -> Any:
+    def _new_plan(self, position: int, n_batches: int) -> int:
+        """Number a plan (or its rest) from ``position``; returns its tag (lock held)."""
+        self._tag += 1
+        self._plan = (position, self._next_seq, n_batches)
+        self._next_seq += max(0, n_batches - position)
+        self._want = position
+        return self._tag
+
+    def hand(self, engine: int, b: int) -> int:
+        """Hand position ``b`` over; returns its sequence number."""
         with self._lock:
             self._own(engine)
-            self._flush()
             if b != self._want:  # a pass restarted mid-epoch
-                self._tag += 1
-                self._annotations.clear()
+                tag = self._new_plan(b, self._plan[2])
                 self._failed = None
-                self.send("restart", b, self._tag)
-            anns = self._annotations
-            self._pump(lambda: b in anns or self._failed is not None, timeout,
-                       f"the annotation of batch {b}")
-            if b not in anns:
-                raise RuntimeError(f"annotating batch {b} failed in the cache "
-                                   f"service: {self._failed}")
+                self.send("restart", b, tag, self._plan[1])
+            first, seq0, _ = self._plan
+            self.table.hand(self._tag, b)
             self._want = b + 1
-            self._took = b
-            return anns.pop(b)
+            return seq0 + b - first
 
     def release(self, engine: int, seq: Optional[int]) -> None:
-        with self._lock:
-            self._own(engine)
-            self._flush(seq)
-
-    def _flush(self, seq: Optional[int] = None) -> None:
-        """Tell the service the last position taken, and up to which sequence number
-        batches are consumed (lock held)."""
-        if self._took is not None or seq is not None:
-            b, self._took = self._took, None
-            self.send("took", b, seq)
+        if seq is not None:
+            self.table.release(seq)
 
     def check(self, engine: int) -> None:
         with self._lock:
             self._own(engine)
-            self._drain()
+            mail = self.table.mail()
+            if mail != self._mail:
+                self._mail = mail
+                self._drain()
             if self._errors:
                 raise PrefetchError(self._errors.pop(0))
+            if self._failed is not None:
+                raise PrefetchError(f"annotating a batch failed in the cache service: "
+                                    f"{self._failed}")
+            if self._dead is None and not self.process.is_alive():
+                self._dead = (f"the cache service process exited (code "
+                              f"{self.process.exitcode})")
             self._check_alive()
+
+    @property
+    def next_seq(self) -> int:
+        """Sequence number the next plan (or pipeline) starts at."""
+        return self._next_seq
 
     def _own(self, engine: int) -> None:
         if engine != self._engine:
@@ -259,8 +283,11 @@ class CacheService:
 
 class ServiceEngine:
     """What :class:`~impact_loader.pipeline.CachePipeline` calls when its engine runs in
-    the cache service: the same methods as :class:`~impact_loader.pipeline.CacheEngine`,
-    sent over the service's pipe."""
+    the cache service: :class:`~impact_loader.pipeline.CacheEngine`'s methods, except
+    that batches are handed over deferred (:meth:`hand`, not ``take``)."""
+
+    #: The hook hands batches over without their annotation (see the module doc).
+    deferred = True
 
     def __init__(self, service: CacheService, engine: int, h_records: Optional[int]) -> None:
         self.service, self._id, self.h_records = service, engine, h_records
@@ -271,11 +298,9 @@ class ServiceEngine:
         self.service.begin(self._id, indices, tier, importance, int(n_batches),
                            int(position), rescore=rescore)
 
-    def take(self, b: int, timeout: float) -> tuple:
-        """``(annotation, landed, samples read for it)``; landed: the batch is marked
-        ready (its reads and every earlier batch's are stored) or failed."""
-        ann = self.service.take(self._id, b, timeout)
-        return ann, self.service.readiness.state(ann.seq) != PENDING, ann.n_read
+    def hand(self, b: int) -> int:
+        """Hand position ``b`` over; returns its sequence number."""
+        return self.service.hand(self._id, b)
 
     def release(self, seq: Optional[int]) -> None:
         self.service.release(self._id, seq)
@@ -285,7 +310,7 @@ class ServiceEngine:
 
     @property
     def next_seq(self) -> int:
-        return self.service.call("next_seq")
+        return self.service.next_seq
 
     def stats(self) -> Dict[str, Any]:
         return self.service.call("stats")
@@ -362,80 +387,116 @@ class _Host:
     def __init__(self, conn: Any, state: SimpleNamespace) -> None:
         self.conn, self.state = conn, state
         self.directory = state.directory
+        self.table: SharedAnnotations = state.table
         self.engine: Any = None
-        self.next_seq = 0
-        self.sending = threading.Lock()  # the annotator thread pushes annotations too
+        self.sending = threading.Lock()  # the annotator thread reports failures too
         self.readiness = state.readiness
+        # The plan the hook hands batches of: its tag, and the last position seen.
+        self.tag: Optional[int] = None
+        self.handed = -1
+        self.released = -1
 
     def push(self, msg: tuple) -> None:
         with self.sending:
             self.conn.send(msg)
+            self.table.post()
 
     def run(self) -> None:
         conn = self.conn
+        orphan_look = time.monotonic() + 0.5
         try:
             while True:
-                if not conn.poll(0.5):
+                if conn.poll(POLL_SECONDS if self.tag is not None else 0.5):
+                    try:
+                        name, rid, args = conn.recv()
+                    except (EOFError, OSError):
+                        return
+                    if name == "close":
+                        return
+                    self._run_op(name, rid, args)
+                self._progress()
+                if time.monotonic() > orphan_look:
                     if orphaned():
                         return
-                    continue
-                try:
-                    name, rid, args = conn.recv()
-                except (EOFError, OSError):
-                    return
-                if name == "close":
-                    return
-                try:
-                    value = getattr(self, "op_" + name)(*args)
-                except BaseException as exc:  # reported to the training process
-                    if rid is None:
-                        self.push(("error", f"the cache service failed in {name!r}: "
-                                            f"{exc!r}"))
-                    else:
-                        self.push(("reply", rid, False, repr(exc)))
-                else:
-                    if rid is not None:
-                        self.push(("reply", rid, True, value))
+                    orphan_look = time.monotonic() + 0.5
         finally:
             if self.engine is not None:
                 self.engine.close()
             self.directory.close()
+
+    def _run_op(self, name: str, rid: Optional[int], args: tuple) -> None:
+        try:
+            value = getattr(self, "op_" + name)(*args)
+        except BaseException as exc:  # reported to the training process
+            if rid is None:
+                self.push(("error", f"the cache service failed in {name!r}: {exc!r}"))
+            else:
+                self.push(("reply", rid, False, repr(exc)))
+        else:
+            if rid is not None:
+                self.push(("reply", rid, True, value))
+
+    def _progress(self) -> None:
+        """Apply what the hook recorded in the table: batches handed over (each
+        position of the current plan since the last look) and consumed."""
+        engine = self.engine
+        if engine is None or self.tag is None:
+            return
+        seen = self.table.handed()
+        if seen is not None and seen[0] == self.tag and seen[1] > self.handed:
+            for b in range(self.handed + 1, seen[1] + 1):
+                engine.hand(b)
+            self.handed = seen[1]
+        released = self.table.released()
+        if released > self.released:
+            self.released = released
+            engine.release(released)
+        try:
+            engine.check()
+        except PrefetchError as exc:
+            self.push(("error", str(exc)))
+
+    def _settled(self) -> None:
+        """Progress applied and no annotation running: the counts are complete for
+        every batch the hook handed over (a batch its loop received was annotated)."""
+        self._progress()
+        with self.engine.annotator.cv:
+            self.engine.annotator.settle()
 
     # -- operations -------------------------------------------------------------------
     def op_open(self, options: Dict[str, Any]) -> tuple:
         from .pipeline import CacheEngine
 
         self.op_close_engine()
-        self.next_seq = options["first_seq"] = max(self.next_seq, options["first_seq"])
-        self.engine = CacheEngine(self.state, on_ready=self._ready, **options)
+        self.engine = CacheEngine(self.state, on_ready=self._ready,
+                                  on_annotated=self._annotated, **options)
         return self.engine.h_records
+
+    def op_table(self, table: SharedAnnotations) -> None:
+        """A wider table (a sampler with a larger batch size attached)."""
+        self.table.close()
+        self.table = self.state.table = table
 
     def op_close_engine(self) -> None:
         if self.engine is not None:
-            self.next_seq = self.engine.next_seq
             self.engine.close()
             self.engine = None
+        self.tag = None
 
-    def op_begin(self, args: tuple, rescore: bool, tag: int) -> None:
-        self.engine.begin(*args, rescore=rescore, tag=tag)
+    def op_begin(self, args: tuple, rescore: bool, tag: int, first_seq: int) -> None:
+        self._plan(tag, args[4])
+        self.engine.begin(*args, rescore=rescore, tag=tag, first_seq=first_seq)
 
-    def op_restart(self, b: int, tag: int) -> None:
-        self.engine.annotator.restart(b, tag)
+    def op_restart(self, b: int, tag: int, first_seq: int) -> None:
+        self._plan(tag, b)
+        self.engine.annotator.restart(b, tag, first_seq)
 
-    def op_took(self, b: Optional[int], seq: Optional[int]) -> None:
-        engine = self.engine
-        if b is not None:
-            engine.take(b, 30.0)
-        engine.release(seq)
-        try:
-            engine.check()
-        except PrefetchError as exc:
-            self.push(("error", str(exc)))
-
-    def op_next_seq(self) -> int:
-        return self.engine.next_seq if self.engine is not None else self.next_seq
+    def _plan(self, tag: int, position: int) -> None:
+        self._progress()  # the old plan's last hand-overs count
+        self.tag, self.handed = tag, position - 1
 
     def op_stats(self) -> Dict[str, Any]:
+        self._settled()
         out = self.engine.stats()
         out["service_cpu_s"] = time.process_time()
         return out
@@ -450,27 +511,15 @@ class _Host:
         with self.engine.lock if self.engine is not None else nullcontext():
             return self.directory.stats()
 
+    def _annotated(self, ann: Any) -> None:
+        """The annotator's ``on_annotated``: the workers' copy, before any read."""
+        self.table.write(ann.seq, ann.indices, ann.location, ann.slot, ann.generation)
+
     def _ready(self, b: Optional[int], item: Any, tag: Any) -> None:
-        """The annotator's ``on_ready``: push the annotation (or the failure)."""
+        """The annotator's ``on_ready``: report a failure (annotations go through the
+        table)."""
         if b is None:
             self.push(("failed", tag, repr(item)))
-            return
-        ann, job, _, _ = item
-        self.push(("ann", tag, b, _Annotation(ann, job.n_samples)))
-
-
-class _Annotation:
-    """What the hook needs of one annotation (pickled to the training process)."""
-
-    __slots__ = ("seq", "indices", "location", "slot", "generation", "planned", "hit",
-                 "substituted", "n_read")
-
-    def __init__(self, ann: Any, n_read: int) -> None:
-        self.seq = ann.seq
-        self.indices, self.location, self.slot = ann.indices, ann.location, ann.slot
-        self.generation, self.planned = ann.generation, ann.planned
-        self.hit, self.substituted = ann.hit, ann.substituted
-        self.n_read = n_read
 
 
 def _stop(process: Any, conn: Any, owner: int) -> None:

@@ -103,6 +103,7 @@ class ImpactDataset:
         self.pipeline = None  # set when an ImportanceSampler attaches
         self.record_blocks = 1  # store blocks of a typical record (set with the cache)
         self.readiness = None  # BatchReadiness shared with the workers (with a cache)
+        self.annotations = None  # the cache service's SharedAnnotations (service only)
         # Shared with the workers; made before the first read, so the size probe counts.
         self.counters = WorkerCounters()
         if self.cache_bytes > 0:
@@ -168,15 +169,18 @@ class ImpactDataset:
         options.setdefault("tiers", tiers or "h_fraction" in self.cache_options)
         options.setdefault("first_seq", first_seq)
         if self.cache_service and self.service is None:
-            self._start_service()
+            self._start_service(int(getattr(sampler, "batch_size", 1)))
         self.pipeline = CachePipeline(sampler, self, **options)
+        if self.service is not None:  # its table, made wide enough for this sampler
+            self.annotations = self.service.table
         sampler.annotator = self.pipeline
 
-    def _start_service(self) -> None:
+    def _start_service(self, batch_size: int) -> None:
         """Hand the directory over to a new cache service process."""
         from ._service import CacheService, RemoteDirectory
 
-        self.service = CacheService(self)
+        self.service = CacheService(self, batch_size=batch_size)
+        self.annotations = self.service.table
         self._local_directory = self.directory
         self.directory = RemoteDirectory(self.service, store=self.store)
 
@@ -187,6 +191,7 @@ class ImpactDataset:
             return
         self.service.close()
         self.service = None
+        self.annotations = None  # the service's (it closes it)
         self.directory, self._local_directory = self._local_directory, None
 
     def __getstate__(self) -> dict:
@@ -227,18 +232,18 @@ class ImpactDataset:
             raws = self._read_source(idx)
             self.counters.record_items(_ZERO, (len(raws), 0, 0))
             return [(self._finish(r), i) for r, i in zip(raws, idx.tolist())]
-        indices = plan.indices
+        indices, location, slot, generation = self._annotation(plan)
         raws: List[Any] = [None] * len(indices)
         store = self.store
         found: List[int] = []
         planned_cached = store_bytes = 0
         if store is not None:
-            cached = np.flatnonzero(plan.location != LOC_SOURCE).tolist()
-            if cached and plan.seq >= 0 and self.readiness is not None:
+            cached = np.flatnonzero(location != LOC_SOURCE).tolist()
+            if cached and plan.seq >= 0 and self.readiness is not None and not plan.deferred:
                 # Handed over before its reads landed: wait for them (a failed or
                 # late read leaves its entry empty; the source serves it below).
                 self.readiness.wait(plan.seq)
-            slots, gens = plan.slot.tolist(), plan.generation.tolist()
+            slots, gens = slot.tolist(), generation.tolist()
             for k in cached:
                 data = store.read(slots[k], gens[k])
                 if data is not None:
@@ -259,6 +264,22 @@ class ImpactDataset:
                                    fallbacks=planned_cached - len(found),
                                    store_bytes=store_bytes)
         return [(self._finish(r), i) for r, i in zip(raws, indices.tolist())]
+
+    def _annotation(self, plan: BatchPlan) -> Tuple[np.ndarray, ...]:
+        """``(indices, location, slot, generation)`` of a plan: its own arrays, or for
+        a deferred plan the cache service's annotation from the shared table, once
+        the batch is ready (its reads, and every earlier batch's, landed). Without it
+        (annotating failed, the service died, the row was reused) the planned samples
+        are read from the source."""
+        if not plan.deferred:
+            return plan.indices, plan.location, plan.slot, plan.generation
+        table = self.annotations
+        if table is not None and self.readiness is not None and plan.seq >= 0:
+            self.readiness.wait(plan.seq)
+            found = table.read(plan.seq)
+            if found is not None and len(found[0]) == len(plan):
+                return found
+        return plan.indices, plan.location, plan.slot, plan.generation
 
     def close(self) -> None:
         """Stop prefetching and release the shared cache (main process)."""

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import struct
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence
 
 import lmdb
 

@@ -12,7 +12,11 @@ The sampler calls the pipeline for each batch it is about to yield
 epoch with the cache directory (hits, substitutions, admissions, L-packages) and submits
 the storage reads they need to the :class:`Prefetcher`; the hook, on the training loop's
 thread, takes batch *b*'s annotation and hands it over at once, tagged with its batch
-sequence number. When a batch's reads, and those of every earlier batch, have landed in
+sequence number. Under the cache service the hook does not even take it: it hands the
+batch over *deferred* (planned indices and sequence number only, see
+:class:`~impact_loader.plan.BatchPlan`), and the worker reads the annotation from the
+service's :class:`~impact_loader.annotations.SharedAnnotations` once the batch is
+ready. When a batch's reads, and those of every earlier batch, have landed in
 the shared store, the pipeline marks its sequence number ready in a
 :class:`~impact_loader.readiness.BatchReadiness` table; the DataLoader worker that got
 the batch waits for that mark before copying from the store. A read that fails after
@@ -58,6 +62,7 @@ import numpy as np
 from ._annotator import Annotator
 from .errors import PrefetchError
 from .plan import LOC_H, LOC_L, TIER_H, TIER_L, BatchPlan
+from .readiness import PENDING
 from .prefetcher import Prefetcher
 
 __all__ = ["CachePipeline", "CacheEngine", "cap_h_tier"]
@@ -93,10 +98,11 @@ class CachePipeline:
             releases consumed batches).
         hook_seconds: wall seconds of this hook, waiting for annotations included (the
             DataLoader calls it from ``next()``, so it is part of the data-wait).
-        counts: ``batches``, ``planned``, ``hits`` (cached, not substituted),
-            ``substitutions``, ``prefetched`` (samples read for the batches handed
-            over) and ``waited_batches`` (batches handed over before their reads had
-            landed, whose workers then waited for them).
+        counts: ``batches``, ``planned`` and ``waited_batches`` (batches handed over
+            before their reads had landed, whose workers then waited for them);
+            :meth:`stats` adds the engine's ``hits`` (cached, not substituted),
+            ``substitutions`` and ``prefetched`` (samples read for the batches
+            handed over).
     """
 
     def __init__(self, sampler: Any, dataset: Any, *, threads: int = 16, chunk: int = 8,
@@ -120,8 +126,7 @@ class CachePipeline:
         self._tier: Optional[np.ndarray] = None  # the epoch plan's tiers
         self.cpu_seconds = 0.0
         self.hook_seconds = 0.0
-        self.counts = dict.fromkeys(("batches", "planned", "hits", "substitutions",
-                                     "prefetched", "waited_batches"), 0)
+        self.counts = dict.fromkeys(("batches", "planned", "waited_batches"), 0)
 
     # The engine's parts, for callers and tests that look inside (in-process engine).
     directory = property(lambda self: self.engine.directory)
@@ -173,23 +178,27 @@ class CachePipeline:
         if plan.epoch != self._epoch:
             self._start_epoch(plan.epoch, plan.position)
         b = plan.position
-        try:
-            ann, landed, n_read = engine.take(b, self.wait_timeout)
-        except (RuntimeError, TimeoutError) as exc:
-            raise PrefetchError(f"epoch {plan.epoch} batch {b}: {exc}") from exc
+        bs = self.sampler.batch_size
+        tier = self._tier[b * bs:(b + 1) * bs]
+        if engine.deferred:  # the workers find the annotation in the shared table
+            seq = engine.hand(b)
+            landed = self.readiness.state(seq) != PENDING
+            out = BatchPlan(plan.indices, tier=tier, epoch=plan.epoch, position=b,
+                            seq=seq, deferred=True)
+        else:
+            try:
+                ann, landed = engine.take(b, self.wait_timeout)
+            except (RuntimeError, TimeoutError) as exc:
+                raise PrefetchError(f"epoch {plan.epoch} batch {b}: {exc}") from exc
+            seq = ann.seq
+            out = BatchPlan(ann.indices, tier=tier, location=ann.location, slot=ann.slot,
+                            generation=ann.generation, planned=ann.planned,
+                            epoch=plan.epoch, position=b, seq=seq)
         if not landed:
             self.counts["waited_batches"] += 1  # handed over before its reads landed
-        engine.release(self._release_point(ann.seq))
-        c = self.counts
-        c["batches"] += 1
-        c["planned"] += len(ann.indices)
-        c["prefetched"] += n_read
-        c["hits"] += int(np.count_nonzero(ann.hit & ~ann.substituted))
-        c["substitutions"] += int(np.count_nonzero(ann.substituted))
-        bs = self.sampler.batch_size
-        out = BatchPlan(ann.indices, tier=self._tier[b * bs:(b + 1) * bs],
-                        location=ann.location, slot=ann.slot, generation=ann.generation,
-                        planned=ann.planned, epoch=plan.epoch, position=b, seq=ann.seq)
+        engine.release(self._release_point(seq))
+        self.counts["batches"] += 1
+        self.counts["planned"] += len(out)
         self.cpu_seconds += time.thread_time() - cpu
         self.hook_seconds += time.perf_counter() - wall
         return out
@@ -239,9 +248,13 @@ class CacheEngine:
     ``on_ready`` (see :class:`~impact_loader._annotator.Annotator`).
     """
 
+    #: False: the hook takes each annotation and hands it over inside the plan.
+    deferred = False
+
     def __init__(self, dataset: Any, *, batch_size: int, threads: int, chunk: int,
                  wait_timeout: float, retries: int, backoff_s: float, tiers: bool,
-                 first_seq: int, on_ready: Optional[Callable] = None) -> None:
+                 first_seq: int, on_ready: Optional[Callable] = None,
+                 on_annotated: Optional[Callable] = None) -> None:
         self.directory = dataset.directory
         self.wait_timeout = float(wait_timeout)
         self.lock = threading.Lock()  # the directory is not thread-safe
@@ -250,6 +263,9 @@ class CacheEngine:
         readiness = dataset.readiness
         readiness.timeout = self.wait_timeout
         in_order = _InOrder(readiness, first_seq)
+        # Batches handed over: their jobs (to check) and counts. Not a method of this
+        # object: the annotator must not keep the engine alive (see close()).
+        self._handed = _Handed()
         self.prefetcher = Prefetcher(dataset.source, _filler(self.directory, self.lock),
                                      threads=threads, chunk=chunk, retries=retries,
                                      backoff_s=backoff_s, low_water=backlog)
@@ -258,7 +274,8 @@ class CacheEngine:
                                    record_blocks=getattr(dataset, "record_blocks", 1),
                                    tiers=tiers, backlog_target=backlog,
                                    failed=lambda seq: in_order.done(seq, False),
-                                   on_ready=on_ready)
+                                   on_ready=on_ready, on_annotated=on_annotated,
+                                   on_pinned=self._handed.pinned, skipped=in_order.skip)
         self.annotator.seq = int(first_seq) - 1
         # Records the H-cache holds, when an L-cache (the annotator's turnover pool)
         # serves the rest.
@@ -267,8 +284,6 @@ class CacheEngine:
             if LOC_L in self.annotator.turnover else None)
         self.prefetcher.on_low = self.annotator.kick
         self.prefetcher.on_done = in_order.job_done
-        self._handed: deque = deque()  # jobs of batches handed over, not yet checked
-        self._begun = False
         self._finalizer = weakref.finalize(self, _shutdown, self.annotator, self.prefetcher)
 
     @property
@@ -277,26 +292,35 @@ class CacheEngine:
         return self.annotator.seq + 1
 
     def begin(self, indices: np.ndarray, tier: np.ndarray, importance: np.ndarray,
-              n_batches: int, position: int, *, rescore: bool, tag: Any = None) -> None:
+              n_batches: int, position: int, *, rescore: bool, tag: Any = None,
+              first_seq: Optional[int] = None) -> None:
         """Annotate a new epoch plan from ``position`` on. ``rescore``: an epoch ends
-        first (scores learnt in it re-key the H-heap, the shadow heap is swapped in)."""
+        first (scores learnt in it re-key the H-heap, the shadow heap is swapped in).
+        ``first_seq``: see :meth:`Annotator.start`."""
         self.annotator.stop()
         if rescore:
             with self.lock:
                 self.directory.rescore_cached(importance)
                 self.directory.new_epoch()
-        self.annotator.start(indices, tier, importance, n_batches, position, tag)
+        self.annotator.start(indices, tier, importance, n_batches, position, tag,
+                             first_seq)
 
     def take(self, b: int, timeout: float) -> tuple:
-        """Hand over position ``b``: ``(annotation, landed, samples read for it)``.
+        """Hand over position ``b``: ``(annotation, landed)``, waiting for it.
 
         Raises:
             RuntimeError, TimeoutError: see :meth:`Annotator.take`.
         """
         ann, job, _ = self.annotator.take(b, timeout)
-        self._handed.append(job)
         self.prefetcher.consumed()
-        return ann, job.done.is_set(), job.n_samples
+        return ann, job.done.is_set()
+
+    def hand(self, b: int) -> None:
+        """Position ``b`` was handed over before (or without) taking its annotation:
+        the cache service's hook numbers batches itself, the workers read the
+        annotations from the shared table."""
+        self.annotator.handed(b)
+        self.prefetcher.consumed()
 
     def release(self, seq: Optional[int]) -> None:
         """Batch ``seq`` and every earlier one are consumed (None: nothing new)."""
@@ -309,7 +333,7 @@ class CacheEngine:
         Raises:
             PrefetchError: naming the indices (chained to the storage error).
         """
-        handed, now = self._handed, time.perf_counter()
+        handed, now = self._handed.jobs, time.perf_counter()
         for job in list(handed):
             if job.done.is_set():
                 handed.remove(job)
@@ -322,7 +346,7 @@ class CacheEngine:
     def stats(self) -> Dict[str, Any]:
         """Storage figures and the background threads' CPU seconds."""
         p = self.prefetcher
-        return dict(storage_requests=p.requests, storage_bytes=p.bytes_read,
+        return dict(self._handed.counts, storage_requests=p.requests, storage_bytes=p.bytes_read,
                     storage_retries=p.retried, storage_seconds=p.read_seconds,
                     annotate_cpu_s=self.annotator.cpu_seconds, prefetch_cpu_s=p.cpu_seconds)
 
@@ -360,6 +384,24 @@ def _shutdown(annotator: Annotator, prefetcher: Prefetcher) -> None:
     prefetcher.close()
 
 
+class _Handed:
+    """The batches handed over: their read jobs, not yet checked, and their counts
+    (cached samples not substituted, substitutions, samples read for them)."""
+
+    def __init__(self) -> None:
+        self.jobs: deque = deque()
+        self.counts = dict.fromkeys(("hits", "substitutions", "prefetched"), 0)
+
+    def pinned(self, item: tuple) -> None:
+        """The annotator's ``on_pinned``: count the batch, watch its reads."""
+        ann, job = item[0], item[1]
+        self.jobs.append(job)
+        c = self.counts
+        c["hits"] += int(np.count_nonzero(ann.hit & ~ann.substituted))
+        c["substitutions"] += int(np.count_nonzero(ann.substituted))
+        c["prefetched"] += job.n_samples
+
+
 class _InOrder:
     """Marks batch sequence numbers ready in order: ``seq`` is marked once its own job
     and every earlier one finished (a batch may use bytes an earlier batch loaded,
@@ -376,8 +418,13 @@ class _InOrder:
         self.done(job.tag, job.error is None)
 
     def done(self, seq: int, ok: bool) -> None:
+        self.skip(seq, seq + 1, ok)
+
+    def skip(self, lo: int, hi: int, ok: bool = True) -> None:
+        """Sequence numbers ``lo .. hi - 1`` are finished (unused ones: ok)."""
         with self.lock:
-            self.finished[seq] = ok
+            for seq in range(lo, hi):
+                self.finished[seq] = ok
             while self.next in self.finished:
                 self.readiness.mark(self.next, self.finished.pop(self.next))
                 self.next += 1

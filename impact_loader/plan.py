@@ -36,16 +36,21 @@ class BatchPlan:
         epoch: epoch of the plan. position: index of the batch within the epoch.
         seq: batch sequence number of the cache pipeline (-1 without a cache); the
             reader waits for it to be marked ready before copying from the store.
+        deferred: True when the cache service annotates the batch: ``indices`` are
+            then the planned ones and ``location`` says nothing; the reader finds the
+            annotation (indices after substitution, locations, slots, generations) in
+            the dataset's :class:`~impact_loader.annotations.SharedAnnotations` under
+            ``seq`` once the batch is ready.
     """
 
     __slots__ = ("indices", "tier", "location", "slot", "generation", "planned",
-                 "epoch", "position", "seq")
+                 "epoch", "position", "seq", "deferred")
 
     def __init__(self, indices: np.ndarray, *, tier: Optional[np.ndarray] = None,
                  location: Optional[np.ndarray] = None, slot: Optional[np.ndarray] = None,
                  generation: Optional[np.ndarray] = None,
                  planned: Optional[np.ndarray] = None, epoch: int = 0,
-                 position: int = 0, seq: int = -1) -> None:
+                 position: int = 0, seq: int = -1, deferred: bool = False) -> None:
         n = len(indices)
         self.indices = np.asarray(indices, dtype=np.int64)
         self.tier = _or_fill(tier, n, TIER_NONE, np.int8)
@@ -56,6 +61,7 @@ class BatchPlan:
         self.epoch = int(epoch)
         self.position = int(position)
         self.seq = int(seq)
+        self.deferred = bool(deferred)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -64,11 +70,20 @@ class BatchPlan:
         return iter(self.indices.tolist())
 
     def __getstate__(self):
-        return tuple(getattr(self, k) for k in self.__slots__)
+        state = tuple(getattr(self, k) for k in self.__slots__)
+        if self.deferred:  # the default arrays: rebuilt on arrival, not sent
+            state = state[:2] + (None, None, None, None) + state[6:]
+        return state
 
     def __setstate__(self, state) -> None:
         for k, v in zip(self.__slots__, state):
             setattr(self, k, v)
+        if self.location is None:
+            n = len(self.indices)
+            self.location = np.full(n, LOC_SOURCE, np.int8)
+            self.slot = np.full(n, -1, np.int64)
+            self.generation = np.full(n, -1, np.int64)
+            self.planned = self.indices
 
     def __repr__(self) -> str:
         return (f"BatchPlan(epoch={self.epoch}, position={self.position}, "

@@ -105,7 +105,7 @@ class BatchReadiness(SharedView):
     def wait(self, seq: int) -> int:
         """Wait until batch ``seq`` is ready or failed, at most :attr:`timeout` seconds.
 
-        Polls the shared flag, sleeping 0.1 ms at first and up to 2 ms between looks
+        Polls the shared flag, sleeping 0.1 ms at first and up to 0.5 ms between looks
         (no process-shared condition variable exists that works across fork, spawn and
         forkserver without a server process).
 
@@ -134,7 +134,7 @@ class BatchReadiness(SharedView):
                 look = now + 0.05
                 if self._marker_gone():
                     return state
-            pause = min(2e-3, pause * 1.5)
+            pause = min(5e-4, pause * 1.5)
 
 
 def _attach(region: SharedRegion, timeout: float) -> BatchReadiness:

@@ -142,20 +142,26 @@ def test_transient_storage_errors_are_retried_in_the_service(path):
         ds.close()
 
 
-def test_an_annotation_failure_in_the_service_reaches_the_training_loop(path, monkeypatch):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_annotation_failure_in_the_service_reaches_the_training_loop(path, monkeypatch,
+                                                                         workers):
     def broken(self, *args, **kwargs):
         raise ValueError("directory is broken")
 
     # The service is forked when the sampler attaches: it inherits the patch.
     monkeypatch.setattr(CacheDirectory, "annotate", broken)
     ds = _dataset(il.LMDBSource(path))
+    start = time.monotonic()
     try:
-        loader = il.ImpactLoader(ds, batch_size=16, policy="uniform", num_workers=0)
+        loader = il.ImpactLoader(ds, batch_size=16, policy="uniform", num_workers=workers)
         with pytest.raises(il.PrefetchError, match="directory is broken"):
             for _ in loader:
                 pass
     finally:
         ds.close()
+    # Batches handed over before the failure was seen are marked failed: their
+    # workers read the source instead of waiting out the readiness timeout.
+    assert time.monotonic() - start < 60
 
 
 @pytest.mark.parametrize("workers", [0, 2])
