@@ -232,6 +232,7 @@ class CacheService:
         """Hand position ``b`` over; returns its sequence number."""
         with self._lock:
             self._own(engine)
+            self._check_alive()
             if b != self._want:  # a pass restarted mid-epoch
                 tag = self._new_plan(b, self._plan[2])
                 self._failed = None
@@ -242,12 +243,13 @@ class CacheService:
             return seq0 + b - first
 
     def release(self, engine: int, seq: Optional[int]) -> None:
-        if seq is not None:
+        if seq is not None and not self.table.closed:
             self.table.release(seq)
 
     def check(self, engine: int) -> None:
         with self._lock:
             self._own(engine)
+            self._check_alive()
             mail = self.table.mail()
             if mail != self._mail:
                 self._mail = mail
@@ -273,8 +275,11 @@ class CacheService:
                                "use the newest sampler")
 
     def close(self) -> None:
-        """Stop the service process (idempotent)."""
+        """Stop the service process and unmap its table here (idempotent)."""
         self._finalizer()
+        if self._dead is None:
+            self._dead = "the cache service was stopped (the dataset was closed)"
+        self.table.close()
 
     @property
     def closed(self) -> bool:

@@ -14,10 +14,12 @@ __all__ = ["SharedView"]
 class SharedView:
     """Mixin: ``close``/``closed``/``__del__`` for a class holding ``_region`` and a view.
 
-    Subclasses set :attr:`_VIEW`, the attribute name of their numpy view.
+    Subclasses set :attr:`_VIEW`, the attribute name of their numpy view, and
+    :attr:`_VIEWS`, the names of any further views (of the metadata mapping).
     """
 
     _VIEW = "_view"
+    _VIEWS: tuple = ()
 
     @property
     def closed(self) -> bool:
@@ -26,7 +28,8 @@ class SharedView:
 
     def close(self) -> None:
         """Unmap the table in this process (idempotent); other processes keep theirs."""
-        self.__dict__.pop(self._VIEW, None)  # the view must go before the mapping
+        for name in (self._VIEW, *self._VIEWS):  # views must go before the mapping
+            self.__dict__.pop(name, None)
         region = self.__dict__.pop("_region", None)
         if region is not None:
             region.close()

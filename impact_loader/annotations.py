@@ -62,6 +62,7 @@ class SharedAnnotations(SharedView):
     """
 
     _VIEW = "_rows"
+    _VIEWS = ("_meta",)
 
     def __init__(self, *, rows: int = 256, width: int) -> None:
         for name, value, low in (("rows", rows, 64), ("width", width, 1)):

@@ -57,6 +57,7 @@ class BatchReadiness(SharedView):
     """
 
     _VIEW = "_rows"  # closed once the view is gone (see SharedView)
+    _VIEWS = ("_marker",)
 
     def __init__(self, *, cells: int = 4096, timeout: float = 600.0) -> None:
         if isinstance(cells, bool) or not isinstance(cells, int) or cells < 1024:

@@ -63,7 +63,9 @@ def test_report_is_complete(quick):
     if platform.libc_ver()[0] == "glibc":  # the arenas behind the main process's heap
         assert set(arenas) == {"main_sys", "main_free", "threads_sys", "threads_free"}
         assert all(v["large"] >= 0 and math.isfinite(v["slope"]) for v in arenas.values())
-    assert len(report["targets"]) == 7
+    service = "with_service" in report["figures"]["per_sample"]  # the Linux default
+    assert service == (report["large"]["service_built"] is not None)
+    assert len(report["targets"]) == 7 + service
     assert all(isinstance(t["met"], bool) and t["figure"] for t in report["targets"])
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-__all__ = ["TARGET_BYTES_PER_SAMPLE", "MAIN_KINDS", "MALLOC_KINDS", "growth", "figures",
+__all__ = ["TARGET_BYTES_PER_SAMPLE", "MAIN_KINDS", "SERVICE_KINDS", "MALLOC_KINDS",
+           "growth", "figures",
            "malloc_slopes", "structure_slopes", "targets"]
 
 TARGET_BYTES_PER_SAMPLE = 100
@@ -58,11 +59,20 @@ def growth(run: dict) -> Dict[str, float]:
     # memory a worker allocates shows in both. USS also counts page-cache pages of the
     # files only this worker maps (its own LMDB mapping), which are not copies.
     g["worker_growth"] = max(g["worker_anon_private"], g["worker_rss_excl_shared"])
+    # The cache service's own memory: anonymous pages private to it (what it allocated,
+    # the directory's arrays, and inherited pages it wrote to). None without a service.
+    services = [e.get("service") for e in run["epochs"]]
+    g["service_private"] = (max(s["anon_private"] for s in services)
+                            if services and all(services) else None)
+    if g["service_private"] is not None:
+        g["with_service"] = g["metadata"] + g["service_private"]
     return g
 
 
 MAIN_KINDS = ("rss", "beyond_budget", "beyond_budget_excl_source", "metadata", "anon",
               "peak", "metadata_after_trim")
+#: With the cache service: its private memory, and the main process's metadata plus it.
+SERVICE_KINDS = ("service_private", "with_service")
 
 
 def figures(small: dict, large: dict) -> dict:
@@ -70,7 +80,9 @@ def figures(small: dict, large: dict) -> dict:
     n_s, n_l = small["samples"], large["samples"]
     g_s, g_l = growth(small), growth(large)
     out = {"small": g_s, "large": g_l, "per_sample": {}}
-    for k in MAIN_KINDS:
+    kinds = MAIN_KINDS + tuple(k for k in SERVICE_KINDS
+                               if g_s.get(k) is not None and g_l.get(k) is not None)
+    for k in kinds:
         slope = (g_l[k] - g_s[k]) / (n_l - n_s)
         out["per_sample"][k] = {"at_n": g_l[k] / n_l, "slope": slope,
                                 "fixed_bytes": g_s[k] - slope * n_s}
@@ -143,6 +155,12 @@ def targets(small: dict, large: dict, fig: dict, killed: Optional[dict]) -> List
                    f"malloc_trim: {ps['metadata_after_trim']['slope']:.1f}); memfd "
                    f"{g['memfd'] / 2**20:.1f} of {large['budget_bytes'] / 2**20:.1f} MiB",
          "met": ps["metadata"]["slope"] <= limit and cache_ok},
+        *([{"target": "1. metadata per additional sample, main process plus the cache "
+                      "service process's private memory (the directory lives there)",
+            "figure": f"{ps['with_service']['slope']:.1f} B/sample (service "
+                      f"{ps['service_private']['slope']:.1f}) + "
+                      f"{ps['with_service']['fixed_bytes'] / 2**20:.1f} MiB fixed",
+            "met": ps["with_service"]["slope"] <= limit}] if "with_service" in ps else []),
         {"target": f"2. worker RSS flat from epoch 1 to {len(large['epochs'])}, shared "
                    f"mappings (memfd cache, LMDB, torch shm) left out, {flat_text}",
          "figure": f"{g['worker_rss_excl_shared'] / 2**20:+.2f} MiB (raw RSS "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .figures import MAIN_KINDS, structure_slopes
+from .figures import MAIN_KINDS, SERVICE_KINDS, structure_slopes
 
 __all__ = ["print_run", "print_report"]
 
@@ -37,6 +37,10 @@ def print_run(run: dict) -> None:
     print("MiB, except the B columns: bytes per sample of growth since 'before'. Main USS"
           "/PSS drop once forked workers share its pages; 'trimmed': after the last epoch "
           "and malloc_trim(0).")
+    if run.get("service_built"):
+        print("  cache service process, private anonymous MiB: built "
+              f"{run['service_built']['anon_private'] / mib:.1f}, epochs " + " ".join(
+                  f"{e['service']['anon_private'] / mib:.1f}" for e in run["epochs"]))
     traced = [(e["epoch"], e["traced"], e["traced_peak"]) for e in run["epochs"]
               if "traced" in e]
     if traced:
@@ -59,8 +63,10 @@ def print_report(report: dict) -> None:
     print(f"\nMain-process growth (largest epoch-end snapshot), N={n_s} and N={n_l}:")
     print(f"  {'kind':<26} {'N small MiB':>11} {'N large MiB':>11} {'B/sample at N':>13} "
           f"{'B/extra sample':>14} {'fixed MiB':>9}")
-    for k in MAIN_KINDS:
-        p = fig["per_sample"][k]
+    for k in MAIN_KINDS + SERVICE_KINDS:
+        p = fig["per_sample"].get(k)
+        if p is None:
+            continue
         print(f"  {k:<26} {fig['small'][k] / 2**20:11.2f} {fig['large'][k] / 2**20:11.2f} "
               f"{p['at_n']:13.1f} {p['slope']:14.1f} {p['fixed_bytes'] / 2**20:9.2f}")
     print(f"  worker growth (anon private or RSS excl. shared) epoch 1 -> "

@@ -102,6 +102,10 @@ def measure(args) -> dict:
            "store_slots": dataset.store.max_entries if dataset.store is not None else 0,
            "store_meta_bytes": dataset.store._region.meta_bytes if dataset.store else 0,
            "before": before, "built": proc_memory(source_dir=path), "epochs": []}
+    # The cache service (Linux default) holds the directory: its memory counts too.
+    service = getattr(dataset, "service", None)
+    service_pid = service.process.pid if service is not None else None
+    out["service_built"] = proc_memory(service_pid, source_dir=path) if service_pid else None
     pids = []
     if args.gc_freeze:
         gc.freeze()  # before the workers fork (at the first epoch): see --gc-freeze
@@ -117,6 +121,8 @@ def measure(args) -> dict:
         row = {"epoch": epoch + 1, "seconds": time.perf_counter() - start,
                "samples": delivered, "main": proc_memory(source_dir=path),
                "workers": [proc_memory(pid, source_dir=path) for pid in pids],
+               "service": (proc_memory(service_pid, source_dir=path) if service_pid
+                           else None),
                "malloc": malloc_arenas()}
         if args.tracemalloc:
             row["traced"], row["traced_peak"] = tracemalloc.get_traced_memory()
@@ -124,7 +130,9 @@ def measure(args) -> dict:
         out["epochs"].append(row)
         print(f"  N={n} epoch {epoch + 1}/{args.epochs}: {delivered} samples in "
               f"{row['seconds']:.1f} s, main RSS {row['main']['rss'] / 2**20:.1f} MiB, "
-              f"workers RSS {[round(w['rss'] / 2**20, 1) for w in row['workers']]} MiB",
+              f"workers RSS {[round(w['rss'] / 2**20, 1) for w in row['workers']]} MiB"
+              + (f", service private {row['service']['anon_private'] / 2**20:.1f} MiB"
+                 if row["service"] else ""),
               file=sys.stderr, flush=True)
     out["stats"] = {k: v for k, v in loader.stats().items() if isinstance(v, (int, float))}
     out["structures"] = structure_costs({"sampler": loader.sampler, "dataset": dataset})
