@@ -42,6 +42,7 @@ waits for readiness end at their timeout and they read the source.
 
 from __future__ import annotations
 
+import gc
 import itertools
 from contextlib import nullcontext
 import multiprocessing as mp
@@ -57,6 +58,7 @@ import numpy as np
 from ._process import orphaned
 from .annotations import SharedAnnotations
 from .errors import PrefetchError
+from .sampling.trim import release_free_heap
 
 __all__ = ["CacheService", "RemoteDirectory"]
 
@@ -382,6 +384,9 @@ class RemoteDirectory:
 def _serve(conn: Any, parent_end: Any, state: SimpleNamespace) -> None:
     """Entry point of the service process."""
     parent_end.close()  # so that the pipe breaks when the training process goes
+    # What it inherited stays shared with the training process: a full collection
+    # would write to every inherited object's header and turn its page private.
+    gc.freeze()
     state.directory.store.adopt()
     _Host(conn, state).run()
 
@@ -491,6 +496,9 @@ class _Host:
     def op_begin(self, args: tuple, rescore: bool, tag: int, first_seq: int) -> None:
         self._plan(tag, args[4])
         self.engine.begin(*args, rescore=rescore, tag=tag, first_seq=first_seq)
+        # The previous plan's N-sized arrays are free now: give the heap back to the
+        # OS instead of keeping it resident all epoch (as the sampler does).
+        release_free_heap()
 
     def op_restart(self, b: int, tag: int, first_seq: int) -> None:
         self._plan(tag, b)
