@@ -242,3 +242,24 @@ def test_metrics_read_the_service_figures(path):
 def test_cache_service_must_be_a_bool(path):
     with pytest.raises(TypeError, match="cache_service"):
         il.ImpactDataset(il.LMDBSource(path), cache_bytes=30000, cache_service="yes")
+
+
+def test_a_sampler_with_a_larger_batch_gets_a_wider_annotation_table(path):
+    """The table is made for the first sampler's batch size; a wider sampler sends the
+    service a new one (over the pipe), and the workers of its loader read that."""
+    ds = _dataset(il.LMDBSource(path))
+    try:
+        for bs in (8, 32):
+            loader = il.ImpactLoader(ds, batch_size=bs, policy="uniform", num_workers=2)
+            seen = []
+            for (x, y), idx in loader:
+                assert _labels_match(idx, y)
+                seen.extend(idx.tolist())
+            assert sorted(seen) == list(range(N))
+            assert ds.annotations.width == bs
+            stats = loader.stats()
+            # Every sample came from the store: the workers found each annotation.
+            assert stats["worker_source_reads"] == 0 and stats["worker_fallbacks"] == 0
+            del loader
+    finally:
+        ds.close()
