@@ -65,10 +65,8 @@ class Annotator:
         backlog_target: samples the readers should have queued.
         failed: ``failed(seq)`` is called when annotating batch ``seq`` raised (its
             reads were never submitted); submitted jobs are tagged with their ``seq``.
-        on_ready: optional; called on the annotator thread, no lock held, in order, as
-            ``on_ready(b, item, tag)`` when the annotation ``item`` of position ``b``
-            (what :meth:`take` returns, plus its pool use) is finished, and as
-            ``on_ready(None, error, tag)`` when annotating failed; ``tag`` is the one
+        on_error: optional; ``on_error(error, tag)`` on the annotator thread, no lock
+            held, when annotating failed and the thread stops; ``tag`` is the one
             given to :meth:`start`. The cache service reports failures with it.
         on_annotated: optional; ``on_annotated(annotation)`` on the annotator thread
             as soon as the directory has annotated a batch, before its reads are
@@ -86,12 +84,12 @@ class Annotator:
     def __init__(self, directory: Any, lock: threading.Lock, prefetcher: Any, *,
                  batch_size: int, record_blocks: int, tiers: bool,
                  backlog_target: int, failed: Callable[[int], None],
-                 on_ready: Optional[Callable[[Optional[int], Any, Any], None]] = None,
+                 on_error: Optional[Callable[[BaseException, Any], None]] = None,
                  on_annotated: Optional[Callable[[Any], None]] = None,
                  on_pinned: Optional[Callable[[tuple], None]] = None,
                  skipped: Optional[Callable[[int, int], None]] = None) -> None:
         self.directory, self.lock, self.prefetcher = directory, lock, prefetcher
-        self.failed, self.on_ready = failed, on_ready
+        self.failed, self.on_error = failed, on_error
         self.on_annotated, self.on_pinned, self.skipped = on_annotated, on_pinned, skipped
         self.batch_size = int(batch_size)
         self.record_blocks = max(1, int(record_blocks))
@@ -116,7 +114,7 @@ class Annotator:
         self._busy = False
         self._token = 0  # bumped when the plan changes; stale annotations are dropped
         self._plan: Optional[tuple] = None  # (indices, tier, importance, n_batches)
-        self._tag: Any = None  # the caller's name of the current plan (see on_ready)
+        self._tag: Any = None  # the caller's name of the current plan (see on_error)
         self._next = 0  # first position not yet annotated
         self._want = 0  # position the loop takes next
         self._ahead: Dict[int, tuple] = {}
@@ -323,8 +321,8 @@ class Annotator:
         with self.cv:
             if self.error is not None:
                 self._fail_handed()
-        if self.error is not None and self.on_ready is not None:
-            self.on_ready(None, self.error, self._tag)
+        if self.error is not None and self.on_error is not None:
+            self.on_error(self.error, self._tag)
 
     def _steps(self) -> None:
         cv = self.cv
@@ -339,7 +337,7 @@ class Annotator:
                 self._released = self._release_to
                 b = None
                 if self._wanted():
-                    b, token, tag = self._next, self._token, self._tag
+                    b, token = self._next, self._token
                     indices, tier, importance, _ = self._plan
                     self._next += 1
                     self.seq += 1
@@ -358,7 +356,6 @@ class Annotator:
                 if b is not None:
                     self.failed(seq)
             self.cpu_seconds += time.thread_time() - cpu
-            ready = False
             with cv:
                 if b is not None:
                     self._busy = False
@@ -371,12 +368,9 @@ class Annotator:
                         self._ahead[b] = item
                         for p, k in item[3].items():
                             self._use[p] += k
-                    ready = True
                 cv.notify_all()
                 if self.error is not None:
                     return
-            if ready and self.on_ready is not None:
-                self.on_ready(b, item, tag)
 
     def _annotate(self, b: int, seq: int, indices: np.ndarray, tier: np.ndarray,
                   importance: np.ndarray) -> tuple:

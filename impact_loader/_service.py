@@ -218,13 +218,13 @@ class CacheService:
         with self._lock:
             self._own(engine)
             position, n_batches = args[4], args[3]
-            self._failed = None
             self.send("begin", args, rescore, self._new_plan(position, n_batches),
                       self._plan[1])
 
     def _new_plan(self, position: int, n_batches: int) -> int:
         """Number a plan (or its rest) from ``position``; returns its tag (lock held)."""
         self._tag += 1
+        self._failed = None  # failures of earlier plans no longer count
         self._plan = (position, self._next_seq, n_batches)
         self._next_seq += max(0, n_batches - position)
         self._want = position
@@ -237,7 +237,6 @@ class CacheService:
             self._check_alive()
             if b != self._want:  # a pass restarted mid-epoch
                 tag = self._new_plan(b, self._plan[2])
-                self._failed = None
                 self.send("restart", b, tag, self._plan[1])
             first, seq0, _ = self._plan
             self.table.hand(self._tag, b)
@@ -478,7 +477,7 @@ class _Host:
         from .pipeline import CacheEngine
 
         self.op_close_engine()
-        self.engine = CacheEngine(self.state, on_ready=self._ready,
+        self.engine = CacheEngine(self.state, on_error=self._failed,
                                   on_annotated=self._annotated, **options)
         return self.engine.h_records
 
@@ -528,11 +527,9 @@ class _Host:
         """The annotator's ``on_annotated``: the workers' copy, before any read."""
         self.table.write(ann.seq, ann.indices, ann.location, ann.slot, ann.generation)
 
-    def _ready(self, b: Optional[int], item: Any, tag: Any) -> None:
-        """The annotator's ``on_ready``: report a failure (annotations go through the
-        table)."""
-        if b is None:
-            self.push(("failed", tag, repr(item)))
+    def _failed(self, error: BaseException, tag: Any) -> None:
+        """The annotator's ``on_error``: report it (annotations go through the table)."""
+        self.push(("failed", tag, repr(error)))
 
 
 def _stop(process: Any, conn: Any, owner: int) -> None:

@@ -245,7 +245,7 @@ class CacheEngine:
     service process (:mod:`impact_loader._service`), which drives it with the same
     calls. ``dataset`` needs ``directory``, ``source``, ``readiness`` and
     ``record_blocks``; the other arguments are :class:`CachePipeline`'s, plus
-    ``on_ready`` (see :class:`~impact_loader._annotator.Annotator`).
+    ``on_error`` and ``on_annotated`` (see :class:`~impact_loader._annotator.Annotator`).
     """
 
     #: False: the hook takes each annotation and hands it over inside the plan.
@@ -253,7 +253,7 @@ class CacheEngine:
 
     def __init__(self, dataset: Any, *, batch_size: int, threads: int, chunk: int,
                  wait_timeout: float, retries: int, backoff_s: float, tiers: bool,
-                 first_seq: int, on_ready: Optional[Callable] = None,
+                 first_seq: int, on_error: Optional[Callable] = None,
                  on_annotated: Optional[Callable] = None) -> None:
         self.directory = dataset.directory
         self.wait_timeout = float(wait_timeout)
@@ -274,7 +274,7 @@ class CacheEngine:
                                    record_blocks=getattr(dataset, "record_blocks", 1),
                                    tiers=tiers, backlog_target=backlog,
                                    failed=lambda seq: in_order.done(seq, False),
-                                   on_ready=on_ready, on_annotated=on_annotated,
+                                   on_error=on_error, on_annotated=on_annotated,
                                    on_pinned=self._handed.pinned, skipped=in_order.skip)
         self.annotator.seq = int(first_seq) - 1
         # Records the H-cache holds, when an L-cache (the annotator's turnover pool)

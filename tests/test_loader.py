@@ -123,8 +123,9 @@ def test_threads_stop_on_close_and_when_everything_is_dropped(tmp_path):
 def test_a_persistent_storage_error_reaches_the_training_loop_naming_the_index(
         tmp_path, workers):
     il.write_lmdb(str(tmp_path / "d"), make_samples(100))
+    # Threads in this process (the cache service's case is in test_service.py).
     ds = il.ImpactDataset(FailingLMDB(str(tmp_path / "d"), bad=37), transform=_xy,
-                          cache_bytes=30 * 500)
+                          cache_bytes=30 * 500, cache_service=False)
     loader = il.ImpactLoader(ds, batch_size=10, policy="uniform", num_workers=workers)
     try:
         with pytest.raises((il.PrefetchError, OSError), match="37"):
